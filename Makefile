@@ -1,0 +1,34 @@
+# bilatcf: `make demo` trains the flagship model on the embedded synthetic data; `make test` runs the CI suite.
+# Both create the virtual environment (.venv, pip) on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test test-all bench lint docs clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/bilatcf fit --config configs/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-all: install
+	$(BIN)/python -m pytest -q -m ""
+
+bench: install
+	$(BIN)/python benchmarks/data_pipeline.py
+	$(BIN)/python benchmarks/speed.py
+
+lint: install
+	$(BIN)/ruff check bilatcf tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs lightning_logs .pytest_cache

@@ -1,0 +1,149 @@
+"""The ``bilatcf`` commands that are not Lightning stages: ``list`` and ``data``."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from bilatcf.errors import DataError
+
+
+def run_list(args: list[str]) -> int:
+    """``bilatcf list``: every registered model with its one-line description and paper."""
+    from bilatcf.registry import get_model_class, list_models
+
+    parser = argparse.ArgumentParser(prog="bilatcf list", description="List the registered models.")
+    parser.parse_args(args)
+    names = list_models()
+    width = max(len(n) for n in names)
+    for name in names:
+        cls = get_model_class(name)
+        print(f"{name.ljust(width)}  {cls.description}  [{cls.paper}]")
+    return 0
+
+
+def run_data(args: list[str]) -> int:
+    """``bilatcf data synth|preview|check|cache``."""
+    parser = argparse.ArgumentParser(prog="bilatcf data", description="Synthetic data, manifests and the image cache.")
+    sub = parser.add_subparsers(dest="action", required=True)
+
+    synth = sub.add_parser("synth", help="write the synthetic dataset as image files + a canonical manifest.csv")
+    _add_synthetic_options(synth)
+    synth.add_argument("--out", required=True, help="output folder (must be empty or new)")
+    synth.add_argument(
+        "--format",
+        choices=("png", "npy"),
+        default="png",
+        help="png: 16-bit PNG (right breasts stored as acquired, facing the other way); npy: float32",
+    )
+
+    preview = sub.add_parser("preview", help="write a PNG grid of synthetic pairs with lesions and distractors marked")
+    _add_synthetic_options(preview)
+    preview.add_argument("--out", default="synthetic_preview.png")
+    preview.add_argument("--view", default="CC", choices=("CC", "MLO"))
+
+    check = sub.add_parser("check", help="validate a manifest and report pairing (nothing is written)")
+    check.add_argument("manifest")
+    check.add_argument("--root", default=None)
+    check.add_argument("--task", default="malignancy", choices=("malignancy", "abnormality"))
+
+    cache = sub.add_parser("cache", help="show or clear the cache folder ($BILATCF_CACHE or ~/.cache/bilatcf)")
+    cache.add_argument("--clear", action="store_true")
+
+    ns = parser.parse_args(args)
+    return {"synth": _synth, "preview": _preview, "check": _check, "cache": _cache}[ns.action](ns)
+
+
+def _add_synthetic_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num_patients", type=int, default=1000)
+    parser.add_argument("--image_size", type=int, nargs=2, default=(256, 128), metavar=("H", "W"))
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _synthetic(ns: argparse.Namespace):
+    from bilatcf.data.synthetic import SyntheticConfig, load_or_generate
+
+    config = SyntheticConfig(num_patients=ns.num_patients, image_size=tuple(ns.image_size), seed=ns.seed)
+    return load_or_generate(config, progress=True)
+
+
+def _synth(ns: argparse.Namespace) -> int:
+    import cv2
+
+    from bilatcf.data.manifest import write_manifest
+
+    out = Path(ns.out)
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} is not empty; choose a new folder so no existing file is overwritten.")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(exist_ok=True)
+    dataset = _synthetic(ns)
+    records = []
+    for i, record in enumerate(dataset.records):
+        # Right breasts are stored as acquired (mirrored back), so reading them exercises orientation handling.
+        flip = record.laterality == "R"
+        image = dataset.images[i][:, ::-1] if flip else dataset.images[i]
+        mask = dataset.masks[i][:, ::-1] if flip else dataset.masks[i]
+        width = image.shape[1]
+        boxes = tuple((width - x1, y0, width - x0, y1) if flip else (x0, y0, x1, y1) for x0, y0, x1, y1 in record.boxes)
+        if ns.format == "png":
+            path = f"images/{record.image_id}.png"
+            cv2.imwrite(str(out / path), np.round(image * 65535).astype(np.uint16))
+        else:
+            path = f"images/{record.image_id}.npy"
+            np.save(out / path, np.ascontiguousarray(image, dtype=np.float32))
+        mask_path = ""
+        if mask.any():
+            mask_path = f"masks/{record.image_id}.png"
+            cv2.imwrite(str(out / mask_path), mask.astype(np.uint8) * 255)
+        records.append(replace(record, path=path, mask_path=mask_path, boxes=boxes))
+    write_manifest(records, out / "manifest.csv")
+    print(f"wrote {len(records)} images and {out / 'manifest.csv'}")
+    return 0
+
+
+def _preview(ns: argparse.Namespace) -> int:
+    from bilatcf.data.synthetic import preview
+
+    path = preview(_synthetic(ns), ns.out, view=ns.view)
+    print(f"wrote {path}")
+    return 0
+
+
+def _check(ns: argparse.Namespace) -> int:
+    from bilatcf.data.manifest import read_manifest, validate_records
+    from bilatcf.data.pairing import make_pairs
+
+    try:
+        records = read_manifest(ns.manifest, root=ns.root, check_files=False)
+    except DataError as exc:
+        print(f"manifest problems:\n{exc}")
+        return 1
+    problems = validate_records(records, check_files=True)
+    for problem in problems:
+        print(problem)
+    try:
+        _, report = make_pairs(records, task=ns.task)
+        print(report.summary())
+    except DataError as exc:
+        print(f"pairing: {exc}")
+        return 1
+    print(f"{len(records)} images, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+def _cache(ns: argparse.Namespace) -> int:
+    from bilatcf.data.cache import cache_dir
+
+    folder = cache_dir()
+    if ns.clear:
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"cleared {folder}")
+    else:
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        print(f"{folder}: {size / 2**20:.1f} MiB")
+    return 0

@@ -1,0 +1,1 @@
+"""Data layer: synthetic bilateral mammograms, manifests, pairing, splits, paired transforms and DataModules."""
