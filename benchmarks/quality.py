@@ -1,0 +1,139 @@
+"""Quality on the synthetic benchmark: train and test models over several seeds, report mean ± sd of the test metrics.
+
+Each (model config, seed) is one `bilatcf fit` run (training, then testing the best checkpoint); its `metrics.json` is
+collected into `benchmarks/results/<name>.csv` (one row per run) and `<name>.md` (mean ± sd per config), and the table
+is
+written into every docs page that has the `<!-- quality:<name>:start -->` / `<!-- quality:<name>:end -->` markers.
+
+    python benchmarks/quality.py --name calibration --configs configs/models/vanilla.yaml configs/models/sbf.yaml \
+        --seeds 0 1 2 -- --trainer.max_epochs 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+COLUMNS = (
+    "test/auc",
+    "test/auc_ci_low",
+    "test/auc_ci_high",
+    "test/loc_error",
+    "test/seg_iou",
+    "test/mean_tiou",
+    "test/cf_fidelity_ratio_in",
+    "test/cf_fidelity_ratio_out",
+    "test/cf_fid_target_reference",
+    "test/cf_fid_cf_reference",
+    "test/cf_fid_target_cf",
+    "train_seconds",
+)
+
+
+def run_one(config: str, seed: int, root: Path, extra: list[str]) -> dict:
+    """One fit + test run; returns its metrics.json."""
+    run_root = root / f"{Path(config).stem}-seed{seed}"
+    command = [
+        sys.executable,
+        "-m",
+        "bilatcf.cli",
+        "fit",
+        "--config",
+        config,
+        "--seed_everything",
+        str(seed),
+        "--trainer.default_root_dir",
+        str(run_root),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    metrics = sorted(run_root.rglob("metrics.json"))
+    if result.returncode != 0 or not metrics:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(metrics[-1].read_text())
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and sd per config over seeds."""
+    summary = []
+    for config in dict.fromkeys(r["config"] for r in rows):
+        runs = [r for r in rows if r["config"] == config]
+        entry = {"config": config, "runs": len(runs)}
+        for column in COLUMNS:
+            values = [float(r[column]) for r in runs if r.get(column) not in (None, "")]
+            if values:
+                entry[column] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+        summary.append(entry)
+    return summary
+
+
+def render(summary: list[dict], command: str, sha: str) -> str:
+    columns = [c for c in COLUMNS if any(c in s for s in summary)]
+    lines = [
+        f"Command: `{command}` (git {sha}, {datetime.date.today().isoformat()}); mean ± sd over seeds.",
+        "",
+        "| config | runs | " + " | ".join(c.removeprefix("test/") for c in columns) + " |",
+        "|---|---:|" + "---:|" * len(columns),
+    ]
+    for entry in summary:
+        cells = [f"{entry[c][0]:.3f} ± {entry[c][1]:.3f}" if c in entry else "" for c in columns]
+        lines.append(f"| {entry['config']} | {entry['runs']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(name: str, markdown: str) -> None:
+    start, end = f"<!-- quality:{name}:start -->", f"<!-- quality:{name}:end -->"
+    for page in (REPO / "docs").rglob("*.md"):
+        text = page.read_text()
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            page.write_text(f"{head}{start}\n{markdown}{end}{rest.split(end, 1)[1]}")
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True, help="results name (file stem and docs marker)")
+    parser.add_argument("--configs", nargs="+", required=True, help="model/ablation YAMLs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--root", default="runs/quality", help="where the runs are kept")
+    args = parser.parse_args(argv)
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    rows = []
+    for config in args.configs:
+        for seed in args.seeds:
+            metrics = run_one(config, seed, Path(args.root) / args.name, extra)
+            rows.append({"config": Path(config).stem, "seed": seed, **{c: metrics.get(c, "") for c in COLUMNS}})
+            print(
+                f"{Path(config).stem} seed {seed}: auc {metrics.get('test/auc')} "
+                f"loc_error {metrics.get('test/loc_error')}",
+                flush=True,
+            )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f"{args.name}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["config", "seed", *COLUMNS, "git"])
+        writer.writeheader()
+        writer.writerows({**row, "git": sha} for row in rows)
+    command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
+    markdown = render(summarise(rows), command, sha)
+    (RESULTS / f"{args.name}.md").write_text(markdown)
+    update_docs(args.name, markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

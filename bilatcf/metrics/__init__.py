@@ -1,0 +1,60 @@
+"""Evaluation metrics (definitions in docs/metrics.md) and the callbacks that run them.
+
+Every metric is a torchmetrics ``Metric`` (states sum or concatenate across DDP ranks) or a pure function it wraps.
+"""
+
+from bilatcf.metrics.callbacks import EvaluationCallback, EvaluationSuite, FigureCallback
+from bilatcf.metrics.classification import BootstrapAUROC, ClassificationRates, resampled_aucs
+from bilatcf.metrics.counterfactual import (
+    EXPL_THRESHOLD_RULE,
+    ExplanationNCC,
+    FeatureFidelityRatio,
+    FeatureFrechetDistance,
+    MaskedImageComparison,
+    frechet_distance,
+    lesion_positions,
+    masked_ssim,
+    normalized_cross_correlation,
+)
+from bilatcf.metrics.localization import (
+    TIOR_THRESHOLDS,
+    TIOU_THRESHOLDS,
+    SegmentationScores,
+    ThresholdAccuracy,
+    TopOneLocError,
+    annotated,
+    binarize_map,
+    box_iou,
+    heatmap_to_box,
+    overlap_scores,
+    threshold_rule,
+)
+
+__all__ = [
+    "EXPL_THRESHOLD_RULE",
+    "TIOR_THRESHOLDS",
+    "TIOU_THRESHOLDS",
+    "BootstrapAUROC",
+    "ClassificationRates",
+    "EvaluationCallback",
+    "EvaluationSuite",
+    "ExplanationNCC",
+    "FeatureFidelityRatio",
+    "FeatureFrechetDistance",
+    "FigureCallback",
+    "MaskedImageComparison",
+    "SegmentationScores",
+    "ThresholdAccuracy",
+    "TopOneLocError",
+    "annotated",
+    "binarize_map",
+    "box_iou",
+    "frechet_distance",
+    "heatmap_to_box",
+    "lesion_positions",
+    "masked_ssim",
+    "normalized_cross_correlation",
+    "overlap_scores",
+    "resampled_aucs",
+    "threshold_rule",
+]

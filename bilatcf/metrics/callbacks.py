@@ -1,0 +1,346 @@
+"""Lightning callbacks that evaluate a model and draw figures from the shared test/predict output dict (DESIGN §4).
+
+Both are ordinary callbacks listed in the YAML under ``trainer.callbacks`` (visible in ``--print_config``), not
+hidden in the base module, so users can drop them into their own trainers:
+
+```yaml
+trainer:
+  callbacks:
+    - class_path: bilatcf.metrics.callbacks.EvaluationCallback
+      init_args: {num_bootstrap: 1000}
+    - class_path: bilatcf.metrics.callbacks.FigureCallback
+```
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torchmetrics.aggregation import SumMetric
+
+from bilatcf.errors import ConfigError, DataError
+from bilatcf.metrics.classification import BootstrapAUROC, ClassificationRates
+from bilatcf.metrics.counterfactual import (
+    ExplanationNCC,
+    FeatureFidelityRatio,
+    FeatureFrechetDistance,
+    MaskedImageComparison,
+    lesion_positions,
+)
+from bilatcf.metrics.localization import (
+    SegmentationScores,
+    ThresholdAccuracy,
+    TopOneLocError,
+    annotated,
+    threshold_rule,
+)
+from bilatcf.viz import pair_panel
+
+REQUIRED_KEYS = ("prob", "label", "cam", "target", "target_mask", "has_mask", "boxes")
+FID_PAIRS = ("target_reference", "cf_reference", "target_cf", "target_cf_outside")
+
+
+class EvaluationSuite(torch.nn.Module):
+    """Every bilatcf metric, fed with the model's output dicts; ``compute`` gives the metrics.json numbers (no prefix).
+
+    Metrics whose inputs a model does not produce (no ``explanation``, no ``counterfactual``, no features, no true
+    healthy image) stay empty and are left out of the result, as are undefined values (e.g. AUC with one class).
+    ``compute`` runs every metric on every rank in the same order, so the DDP syncs inside torchmetrics always match.
+    """
+
+    def __init__(self, num_bootstrap: int = 1000, seed: int = 0, cam_threshold: float = 0.2, loc_iou: float = 0.1,
+                 seg_threshold: float = 0.5) -> None:
+        super().__init__()
+        self.num_pairs = SumMetric()
+        self.auc = BootstrapAUROC(num_bootstrap=num_bootstrap, seed=seed)
+        self.rates = ClassificationRates()
+        self.loc = TopOneLocError(iou_threshold=loc_iou, cam_threshold=cam_threshold)
+        self.seg = SegmentationScores(threshold=seg_threshold)
+        self.tloc = ThresholdAccuracy(threshold=seg_threshold)
+        self.expl = SegmentationScores(threshold=seg_threshold)
+        self.ncc = ExplanationNCC()
+        self.nonres = MaskedImageComparison()
+        self.fidelity = MaskedImageComparison()
+        self.fid = torch.nn.ModuleDict({name: FeatureFrechetDistance() for name in FID_PAIRS})
+        self.feature_fidelity = FeatureFidelityRatio()
+
+    def update(self, outputs: Mapping[str, Any]) -> None:
+        """Add one batch of a model's validation/test/predict output dict."""
+        missing = [key for key in REQUIRED_KEYS if key not in outputs]
+        if missing:
+            raise ConfigError(f"the evaluation got a model output dict without {missing} (keys: {sorted(outputs)}); "
+                              "test_step/validation_step must return the BilateralModule.predict_step dict.")
+        prob, label, cam = outputs["prob"], outputs["label"], outputs["cam"]
+        mask, has_mask = outputs["target_mask"], outputs["has_mask"].bool()
+        self.num_pairs.update(torch.tensor(float(prob.shape[0]), device=prob.device))
+        self.auc.update(prob, label)
+        self.rates.update(prob, label)
+        self.loc.update(cam, outputs.get("pred", (prob >= 0.5).long()), label, outputs["boxes"])
+        self.seg.update(cam, mask, has_mask)
+        self.tloc.update(cam, mask, has_mask)
+        if "explanation" in outputs:
+            self.expl.update(outputs["explanation"].abs(), mask, has_mask)
+            self.ncc.update(outputs["explanation"], mask, has_mask)
+        if "counterfactual" in outputs:
+            self._update_images(outputs, mask, has_mask)
+        if "cf_features" in outputs or "reference_features" in outputs:
+            self._update_features(outputs, mask, has_mask)
+
+    def _update_images(self, outputs: Mapping[str, Any], mask: Tensor, has_mask: Tensor) -> None:
+        counterfactual, target = outputs["counterfactual"], outputs["target"]
+        # Non-resemblance and masked SSIM are defined on images with a lesion (CX-GAN §4.3–4.4).
+        self.nonres.update(target, counterfactual, mask, annotated(mask, has_mask))
+        if "healthy" in outputs and "has_healthy" in outputs:
+            self.fidelity.update(counterfactual, outputs["healthy"], mask, has_mask & outputs["has_healthy"].bool())
+
+    def _update_features(self, outputs: Mapping[str, Any], mask: Tensor, has_mask: Tensor) -> None:
+        target = outputs.get("target_features")
+        reference, cf = outputs.get("reference_features"), outputs.get("cf_features")
+        if target is None:
+            return
+        if reference is not None:
+            self.fid["target_reference"].update(target, reference)
+        if cf is None:
+            return
+        if reference is not None:
+            self.fid["cf_reference"].update(cf, reference)
+        self.fid["target_cf"].update(target, cf)
+        lesion = lesion_positions(mask, tuple(target.shape[-2:]))
+        self.fid["target_cf_outside"].update(target, cf, keep=~lesion & has_mask[:, None, None, None])
+        self.feature_fidelity.update(target, cf, lesion, has_mask, outputs.get("healthy_features"),
+                                     outputs.get("has_healthy"))
+
+    def compute(self) -> dict[str, float]:
+        """All defined metrics as floats; key ``num_pairs`` is always present."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
+            values: dict[str, Tensor] = {"num_pairs": self.num_pairs.compute(), **self.auc.compute(),
+                                         **self.rates.compute(), "loc_error": self.loc.compute()}
+            values.update(_prefixed("seg_", self.seg.compute()))
+            values.update(self.tloc.compute())
+            expl = self.expl.compute()
+            values.update(expl_iou=expl["iou"], expl_dice=expl["dice"])
+            values.update(_prefixed("expl_", self.ncc.compute()))
+            nonres = self.nonres.compute()
+            values.update(nonres_in=1.0 - nonres["mae_in"], nonres_out=1.0 - nonres["mae_out"],
+                          masked_ssim=nonres["ssim_out"])
+            values.update({f"cf_fid_{name}": metric.compute() for name, metric in self.fid.items()})
+            values.update(_prefixed("cf_fidelity_", self.fidelity.compute()))
+            values.update(_prefixed("cf_fidelity_", self.feature_fidelity.compute()))
+        results = {name: float(value) for name, value in values.items()}
+        return {name: value for name, value in results.items() if math.isfinite(value)}
+
+    def reset(self) -> None:
+        for metric in self.modules():
+            if metric is not self and hasattr(metric, "reset"):
+                metric.reset()
+
+
+def _prefixed(prefix: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {prefix + name: value for name, value in values.items()}
+
+
+def _log_dir(trainer: pl.Trainer) -> Path:
+    """The run folder. ``trainer.log_dir`` broadcasts from rank 0, so every rank must call this (never inside a
+    rank-0 branch, or DDP deadlocks)."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def _describe_data(trainer: pl.Trainer) -> str:
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is None:
+        return "dataloaders"
+    source = getattr(datamodule, "source", None)
+    return type(datamodule).__name__ + (f"({source})" if source is not None else "")
+
+
+class EvaluationCallback(pl.Callback):
+    """Full evaluation at the end of testing: logs ``test/*`` scalars and writes ``metrics.json`` in the run folder.
+
+    Metric definitions and the metrics.json keys are documented in ``docs/metrics.md``. The file also records the
+    model, the data, the global seed, the number of test pairs, the binarisation rules and, when the same callback saw
+    training, ``train_seconds`` (wall time from train start to train end, validation included) and
+    ``pairs_per_second`` (training pairs over all ranks / train_seconds). The written dict is kept in ``self.results``.
+
+    Args:
+        num_bootstrap: bootstrap resamples for the AUC confidence interval.
+        seed: seed of the bootstrap generator.
+        cam_threshold: CAM fraction of its maximum kept for the top-1 localization box.
+        loc_iou: IoU a CAM box needs with a GT box to count as a correct localization.
+        seg_threshold: threshold on min–max normalised CAM / |explanation| maps for IoU, IoR, Dice, TIoU, TIoR.
+        filename: name of the metrics file in the run folder.
+        eval_val: also run the full suite at the end of every validation epoch (logged as ``val/*``, kept in
+            ``self.val_results``; no file). Costs a bootstrap per epoch.
+    """
+
+    def __init__(self, num_bootstrap: int = 1000, seed: int = 0, cam_threshold: float = 0.2, loc_iou: float = 0.1,
+                 seg_threshold: float = 0.5, filename: str = "metrics.json", eval_val: bool = False) -> None:
+        super().__init__()
+        self.filename = filename
+        self.eval_val = eval_val
+        self.seg_threshold = seg_threshold
+        suite_args = {"num_bootstrap": num_bootstrap, "seed": seed, "cam_threshold": cam_threshold, "loc_iou": loc_iou,
+                      "seg_threshold": seg_threshold}
+        self._test_suite = EvaluationSuite(**suite_args)
+        self._val_suite = EvaluationSuite(**suite_args) if eval_val else None
+        self.results: dict[str, Any] = {}
+        self.val_results: dict[str, float] = {}
+        self.train_seconds: float | None = None
+        self._train_pairs = 0
+        self._train_start: float | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "test":
+            self.results = {}
+        for suite in (self._test_suite, self._val_suite):
+            if suite is not None:
+                suite.to(pl_module.device)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._train_pairs = 0
+        self._train_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._train_pairs += len(batch)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._train_start is not None:
+            self.train_seconds = time.perf_counter() - self._train_start
+
+    # ------------------------------------------------------------------ validation (opt-in)
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._val_suite is not None:
+            self._val_suite.reset()
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._val_suite is not None and not trainer.sanity_checking:
+            self._val_suite.update(_require_outputs(outputs, "validation_step"))
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._val_suite is None or trainer.sanity_checking:
+            return
+        results = self._val_suite.compute()
+        if results["num_pairs"] > 0:
+            self.val_results = results
+            _log(pl_module, "val", results)
+
+    # ------------------------------------------------------------------ test
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._test_suite.reset()
+        self.results = {}
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._test_suite.update(_require_outputs(outputs, "test_step"))
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        results = self._test_suite.compute()
+        if results["num_pairs"] == 0:
+            raise DataError(_EMPTY_TEST)
+        _log(pl_module, "test", results)
+        self.results = self._record(trainer, pl_module, results)
+        path = _log_dir(trainer) / self.filename
+        if trainer.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.results, indent=2) + "\n")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Lightning skips the whole test loop (no test hook runs) when the test loader is empty; teardown still runs
+        # (and only when no other error is being raised).
+        if stage == "test" and not self.results:
+            raise DataError(_EMPTY_TEST)
+
+    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule, results: dict[str, float]) -> dict[str, Any]:
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        record: dict[str, Any] = {
+            "model": getattr(pl_module, "model_name", None) or type(pl_module).__name__,
+            "data": _describe_data(trainer),
+            "seed": int(seed) if seed is not None else None,
+            "num_test_pairs": int(results.pop("num_pairs")),
+        }
+        if self.train_seconds is not None:
+            record["train_seconds"] = self.train_seconds
+            record["pairs_per_second"] = self._train_pairs * trainer.world_size / self.train_seconds
+        record["expl_threshold_rule"] = threshold_rule(self.seg_threshold, absolute=True)
+        record["seg_threshold_rule"] = threshold_rule(self.seg_threshold)
+        record.update({f"test/{name}": value for name, value in results.items()})
+        return record
+
+
+_EMPTY_TEST = ("the test split is empty: no pair reached the EvaluationCallback. Check the data's split column "
+               "(or --data.fold / split fractions) so that some patients fall in 'test', or run `bilatcf data check`.")
+
+
+def _require_outputs(outputs: Any, hook: str) -> Mapping[str, Any]:
+    if not isinstance(outputs, Mapping):
+        raise ConfigError(f"{hook} returned {type(outputs).__name__}, but EvaluationCallback/FigureCallback need the "
+                          "output dict of BilateralModule.predict_step; return it from the model's step.")
+    return outputs
+
+
+def _log(pl_module: pl.LightningModule, prefix: str, results: dict[str, float]) -> None:
+    # Values are already synchronised across ranks by torchmetrics: no sync_dist.
+    for name, value in results.items():
+        if name != "num_pairs":
+            pl_module.log(f"{prefix}/{name}", value, sync_dist=False)
+
+
+class FigureCallback(pl.Callback):
+    """Writes PNG panels of the first ``num_pairs`` test pairs (one file per pair) into ``<log_dir>/<dirname>/``.
+
+    Each panel shows the target with its GT outline, the reference, the counterfactual and residual/explanation when the
+    model makes them, and the CAM overlay (:func:`bilatcf.viz.pair_panel`). Pairs come from rank 0's share of the test
+    set under DDP.
+    """
+
+    def __init__(self, num_pairs: int = 8, dirname: str = "figures") -> None:
+        super().__init__()
+        self.num_pairs = num_pairs
+        self.dirname = dirname
+        self.paths: list[Path] = []
+        self._samples: list[dict[str, Any]] = []
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._samples = []
+        self.paths = []
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.is_global_zero:
+            return
+        outputs = _require_outputs(outputs, "test_step")
+        for row in range(min(self.num_pairs - len(self._samples), len(outputs["prob"]))):
+            self._samples.append(_pair_slice(outputs, row))
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        directory = _log_dir(trainer) / self.dirname
+        if trainer.is_global_zero:
+            self.paths = [pair_panel(sample, directory / f"pair_{index:03d}.png")
+                          for index, sample in enumerate(self._samples)]
+
+
+_FIGURE_KEYS = ("target", "reference", "target_mask", "has_mask", "counterfactual", "explanation", "cam", "prob",
+                "label", "boxes", "meta")
+
+
+def _pair_slice(outputs: Mapping[str, Any], row: int) -> dict[str, Any]:
+    """One pair of an output dict, on the CPU, keeping the leading dimension (size 1) that pair_panel expects."""
+    sample = {}
+    for key in _FIGURE_KEYS:
+        if key in outputs:
+            value = outputs[key]
+            sample[key] = value[row:row + 1].detach().cpu() if isinstance(value, Tensor) else value[row:row + 1]
+    return sample

@@ -1,0 +1,152 @@
+"""Figures: counterfactual panels of bilateral pairs and ROC curves.
+
+matplotlib is imported inside the functions and drawn on an explicit Agg canvas (no pyplot, no global backend switch),
+so importing bilatcf stays cheap and figures render on headless machines and in worker processes alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from bilatcf.errors import DataError
+
+_PANEL_HEIGHT_IN = 3.0
+
+
+def _image(value: Tensor, row: int) -> Any:
+    """Row ``row`` of a [N, 1, H, W] (or [N, H, W]) tensor as an [H, W] float numpy array."""
+    return value[row].detach().float().cpu().reshape(value.shape[-2:]).numpy()
+
+
+def _columns(sample: dict[str, Any]) -> list[str]:
+    """Which columns the panel has, depending on what the model produced."""
+    columns = ["target", "reference"]
+    if "counterfactual" in sample:
+        columns.append("counterfactual")
+    if "explanation" in sample or "counterfactual" in sample:
+        columns.append("residual")
+    if "cam" in sample:
+        columns.append("cam")
+    return columns
+
+
+def _target_title(sample: dict[str, Any], row: int) -> str:
+    parts = ["target"]
+    if "label" in sample:
+        parts.append(f"label={int(sample['label'][row])}")
+    if "prob" in sample:
+        parts.append(f"p={float(sample['prob'][row]):.2f}")
+    return "  ".join(parts)
+
+
+def _draw_lesions(ax: Any, sample: dict[str, Any], row: int) -> None:
+    """GT mask outline in red, and GT boxes as dashed red rectangles."""
+    from matplotlib.patches import Rectangle
+
+    if "target_mask" in sample and ("has_mask" not in sample or bool(sample["has_mask"][row])):
+        mask = _image(sample["target_mask"], row)
+        if mask.max() > 0.5:
+            ax.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
+    boxes = sample["boxes"][row] if "boxes" in sample else []
+    for x0, y0, x1, y1 in boxes:  # continuous pixel coordinates; imshow centres pixel j at j
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", linestyle="--",
+                               linewidth=0.8))
+
+
+def _draw_cell(ax: Any, column: str, sample: dict[str, Any], row: int) -> None:
+    target = _image(sample["target"], row)
+    if column == "target":
+        ax.imshow(target, cmap="gray", vmin=0, vmax=1)
+        _draw_lesions(ax, sample, row)
+        ax.set_title(_target_title(sample, row), fontsize=8)
+    elif column == "reference":
+        ax.imshow(_image(sample["reference"], row), cmap="gray", vmin=0, vmax=1)
+        ax.set_title("reference", fontsize=8)
+    elif column == "counterfactual":
+        ax.imshow(_image(sample["counterfactual"], row), cmap="gray", vmin=0, vmax=1)
+        ax.set_title("counterfactual", fontsize=8)
+    elif column == "residual":
+        if "explanation" in sample:
+            residual, title = abs(_image(sample["explanation"], row)), "|explanation|"
+        else:
+            residual, title = abs(target - _image(sample["counterfactual"], row)), "|target - counterfactual|"
+        ax.imshow(residual, cmap="magma")
+        ax.set_title(title, fontsize=8)
+    else:
+        ax.imshow(target, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(_image(sample["cam"], row), cmap="jet", alpha=0.4, vmin=0, vmax=1)
+        _draw_lesions(ax, sample, row)
+        ax.set_title("CAM", fontsize=8)
+    ax.set_axis_off()
+
+
+def pair_panel(sample: dict[str, Any], path: str | Path) -> Path:
+    """Write a PNG with one row per pair: target (GT outline), reference, counterfactual, residual, CAM overlay.
+
+    Args:
+        sample: the model's output dict (or a slice of it) with a leading pair dimension N: ``target`` and
+            ``reference`` [N, 1, H, W] are required; ``counterfactual``, ``explanation``, ``cam`` add columns;
+            ``target_mask`` + ``has_mask`` and ``boxes`` draw the ground truth; ``label`` and ``prob`` go in the title.
+        path: output PNG file (parent folders are created).
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    for key in ("target", "reference"):
+        if key not in sample:
+            raise DataError(f"pair_panel needs '{key}' in the sample dict (got keys {sorted(sample)}); pass the "
+                            "model's test/predict output dict.")
+    columns = _columns(sample)
+    rows = sample["target"].shape[0]
+    height, width = sample["target"].shape[-2:]
+    panel_width = _PANEL_HEIGHT_IN * width / height
+    figure = Figure(figsize=(panel_width * len(columns), _PANEL_HEIGHT_IN * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, len(columns), squeeze=False)
+    for row in range(rows):
+        for ax, column in zip(axes[row], columns):
+            _draw_cell(ax, column, sample, row)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def roc_figure(probs: Tensor, labels: Tensor, path: str | Path) -> Path:
+    """Write the ROC curve of task probabilities (labels -1 are ignored) with its AUC in the legend.
+
+    Raises:
+        DataError: when the known labels do not contain both classes (a ROC curve needs positives and negatives).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from torchmetrics.functional.classification import binary_auroc, binary_roc
+
+    probs, labels = probs.detach().flatten().float().cpu(), labels.detach().flatten().long().cpu()
+    known = labels >= 0
+    probs, labels = probs[known], labels[known]
+    if labels.numel() == 0 or labels.min() == labels.max():
+        raise DataError(f"roc_figure needs both classes among the known labels, got {labels.unique().tolist()}; "
+                        "evaluate on a split that contains positive and negative pairs.")
+    fpr, tpr, _ = binary_roc(probs, labels, thresholds=None)
+    auc = float(binary_auroc(probs, labels, thresholds=None))
+    figure = Figure(figsize=(4, 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    ax.plot(fpr.numpy(), tpr.numpy(), color="tab:blue", label=f"AUC = {auc:.3f} (n = {labels.numel()})")
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=0.8)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc="lower right")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path

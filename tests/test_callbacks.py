@@ -1,0 +1,192 @@
+"""EvaluationCallback / FigureCallback driven by a real Trainer and a tiny fake model with hand-computable outputs.
+
+Eight 16×16 pairs: background 0.3, a 4×4 lesion of 0.9 at rows/cols 4:8 in pairs 0, 1, 2, 6. The fake model's
+counterfactual is the true healthy image, its explanation |target − counterfactual|, its CAM the GT mask except in
+pair 6 (a 4×8 box over the lesion), and its features (avg-pool of x and x², C = 2) make every feature metric
+hand-computable.
+"""
+
+import json
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from bilatcf.data.types import BilateralBatch
+from bilatcf.errors import DataError
+from bilatcf.metrics import EvaluationCallback, EvaluationSuite, FigureCallback
+
+PROBS = [0.9, 0.8, 0.3, 0.4, 0.2, 0.1, 0.7, 0.6]
+LABELS = [1, 1, 1, 0, 0, 0, 1, 0]
+LESIONS = (0, 1, 2, 6)
+SIZE = 16
+
+
+def _sample(index: int) -> dict:
+    healthy = torch.full((1, SIZE, SIZE), 0.3)
+    target, mask = healthy.clone(), torch.zeros(1, SIZE, SIZE)
+    boxes = []
+    if index in LESIONS:
+        target[:, 4:8, 4:8] = 0.9
+        mask[:, 4:8, 4:8] = 1.0
+        boxes = [[4.0, 4.0, 8.0, 8.0]]
+    return {"target": target, "reference": healthy.clone(), "target_mask": mask, "healthy": healthy,
+            "label": LABELS[index], "ref_label": 0, "asym_label": LABELS[index], "has_mask": True, "has_healthy": True,
+            "meta": {"index": index, "boxes": boxes}}
+
+
+class TinyData(pl.LightningDataModule):
+    source = "synthetic"
+
+    def __init__(self, num_test: int = 8) -> None:
+        super().__init__()
+        self.num_test = num_test
+
+    def _loader(self, count: int) -> DataLoader:
+        return DataLoader([_sample(i) for i in range(count)], batch_size=4, collate_fn=BilateralBatch.collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(8)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(8)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.num_test)
+
+
+def _features(images: torch.Tensor) -> torch.Tensor:
+    return torch.cat([F.avg_pool2d(images, 4), F.avg_pool2d(images.square(), 4)], dim=1)
+
+
+class FakeModel(pl.LightningModule):
+    model_name = "fake"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: BilateralBatch, batch_idx: int) -> torch.Tensor:
+        return (self.weight - 1).square().sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def predict_step(self, batch: BilateralBatch, batch_idx: int = 0) -> dict:
+        index = [m["index"] for m in batch.meta]
+        prob = torch.tensor([PROBS[i] for i in index])
+        cam = batch.target_mask.clone()
+        for row, i in enumerate(index):
+            if i == 6:
+                cam[row] = 0.0
+                cam[row, :, 4:8, 4:12] = 1.0
+        return {"prob": prob, "pred": (prob >= 0.5).long(), "label": batch.label, "cam": cam,
+                "target": batch.target, "reference": batch.reference, "target_mask": batch.target_mask,
+                "has_mask": batch.has_mask, "healthy": batch.healthy, "has_healthy": batch.has_healthy,
+                "boxes": [m["boxes"] for m in batch.meta], "meta": batch.meta,
+                "counterfactual": batch.healthy, "explanation": (batch.target - batch.healthy).abs(),
+                "target_features": _features(batch.target), "reference_features": _features(batch.reference),
+                "cf_features": _features(batch.healthy), "healthy_features": _features(batch.healthy)}
+
+    def validation_step(self, batch: BilateralBatch, batch_idx: int) -> dict:
+        return self.predict_step(batch, batch_idx)
+
+    def test_step(self, batch: BilateralBatch, batch_idx: int) -> dict:
+        return self.predict_step(batch, batch_idx)
+
+
+def _trainer(tmp_path, callbacks) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      default_root_dir=tmp_path, callbacks=callbacks)
+
+
+def _expected_feature_fid() -> float:
+    # 128 feature vectors (8 images × 16 cells); 4 lesion cells differ from the others by d = (0.9−0.3, 0.81−0.09).
+    # The reference (and the counterfactual) features are constant, so FD = ‖Δμ‖² + Tr Σ_target (unbiased).
+    n, p, d2 = 128, 4 / 128, 0.6**2 + 0.72**2
+    return p**2 * d2 + n / (n - 1) * p * (1 - p) * d2
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    pl.seed_everything(7)
+    evaluation = EvaluationCallback(num_bootstrap=50, eval_val=True)
+    figures = FigureCallback(num_pairs=3)
+    trainer = _trainer(root, [evaluation, figures])
+    model, data = FakeModel(), TinyData()
+    trainer.fit(model, datamodule=data)
+    logged = trainer.test(model, datamodule=data, verbose=False)[0]
+    return root, evaluation, figures, logged
+
+
+def test_metrics_json_values(fitted):
+    root, evaluation, _, logged = fitted
+    written = json.loads((root / "metrics.json").read_text())
+    assert written == evaluation.results
+    expected = {
+        "test/auc": 14 / 16, "test/acc": 6 / 8, "test/sensitivity": 3 / 4, "test/specificity": 3 / 4,
+        "test/loc_error": 1 / 4,  # pair 2 has the wrong class; pair 6's CAM box has IoU 0.5 >= 0.1
+        "test/seg_iou": (3 + 0.5) / 4, "test/seg_ior": 1.0, "test/seg_dice": (3 + 2 / 3) / 4,
+        "test/mean_tiou": (5 + 2 * 0.75) / 7, "test/mean_tior": 1.0,
+        "test/expl_iou": 1.0, "test/expl_dice": 1.0, "test/expl_ncc": 1.0, "test/expl_ncc_std": 0.0,
+        "test/nonres_in": 1 - 0.6, "test/nonres_out": 1.0, "test/masked_ssim": 1.0,
+        "test/cf_fidelity_mae_in": 0.0, "test/cf_fidelity_mae_out": 0.0, "test/cf_fidelity_ssim_out": 1.0,
+        "test/cf_fidelity_ratio_in": 0.0, "test/cf_fidelity_ratio_out": 0.0,
+        "test/cf_fid_target_reference": _expected_feature_fid(), "test/cf_fid_target_cf": _expected_feature_fid(),
+        "test/cf_fid_cf_reference": 0.0, "test/cf_fid_target_cf_outside": 0.0,
+    }
+    for key, value in expected.items():
+        assert written[key] == pytest.approx(value, abs=1e-6), key
+        assert logged[key] == pytest.approx(value, abs=1e-5), key
+    assert written["test/auc_ci_low"] <= written["test/auc"] <= written["test/auc_ci_high"]
+    assert written["model"] == "fake" and written["data"] == "TinyData(synthetic)" and written["seed"] == 7
+    assert written["num_test_pairs"] == 8
+    assert written["pairs_per_second"] == pytest.approx(8 / written["train_seconds"])
+    assert written["expl_threshold_rule"].startswith("|map| min-max") and "> 0.5" in written["seg_threshold_rule"]
+
+
+def test_eval_val_runs_the_suite_on_validation(fitted):
+    _, evaluation, _, _ = fitted
+    assert evaluation.val_results["auc"] == pytest.approx(14 / 16)
+    assert evaluation.val_results["num_pairs"] == 8
+
+
+def test_figure_callback_writes_one_png_per_pair(fitted):
+    root, _, figures, _ = fitted
+    assert [p.name for p in figures.paths] == ["pair_000.png", "pair_001.png", "pair_002.png"]
+    assert all(p.parent == root / "figures" and p.stat().st_size > 1000 for p in figures.paths)
+    assert sorted(p.name for p in (root / "figures").iterdir()) == ["pair_000.png", "pair_001.png", "pair_002.png"]
+
+
+def test_empty_test_split_raises(tmp_path):
+    trainer = _trainer(tmp_path, [EvaluationCallback(num_bootstrap=10)])
+    with pytest.raises(DataError, match="test split is empty"):
+        trainer.test(FakeModel(), datamodule=TinyData(num_test=0), verbose=False)
+
+
+def test_suite_omits_what_a_model_does_not_produce():
+    suite = EvaluationSuite(num_bootstrap=10)
+    batch = BilateralBatch.collate([_sample(i) for i in range(4)])
+    outputs = FakeModel().predict_step(batch)
+    for key in ("counterfactual", "explanation", "target_features", "reference_features", "cf_features",
+                "healthy_features"):
+        del outputs[key]
+    outputs["label"] = torch.tensor([1, 1, 1, 1])  # one class only: AUC undefined
+    suite.update(outputs)
+    results = suite.compute()
+    assert sorted(results) == ["acc", "loc_error", "mean_tior", "mean_tiou", "num_pairs", "seg_dice", "seg_ior",
+                               "seg_iou", "sensitivity"]
+    assert results["sensitivity"] == pytest.approx(2 / 4) and math.isfinite(results["loc_error"])
+
+
+def test_suite_reset_forgets_previous_batches():
+    suite = EvaluationSuite(num_bootstrap=10)
+    batch = BilateralBatch.collate([_sample(i) for i in range(8)])
+    suite.update(FakeModel().predict_step(batch))
+    suite.reset()
+    assert suite.compute() == {"num_pairs": 0.0}

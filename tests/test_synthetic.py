@@ -1,0 +1,128 @@
+"""The embedded synthetic bilateral dataset: determinism and the consistency of its ground truth."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from bilatcf.data.synthetic import SyntheticConfig, SyntheticDataset, generate, load_or_generate, preview
+from bilatcf.errors import ConfigError, DataError
+
+CONFIG = SyntheticConfig(num_patients=16, image_size=(64, 32), seed=3, distractor_rate=0.6, lesion_rate=0.7)
+
+
+@pytest.fixture(scope="module")
+def dataset() -> SyntheticDataset:
+    return generate(CONFIG)
+
+
+def by_patient_view(dataset):
+    groups = defaultdict(dict)
+    for i, record in enumerate(dataset.records):
+        groups[(record.patient_id, record.view)][record.laterality] = i
+    return groups
+
+
+def test_same_knobs_give_identical_data_and_another_seed_does_not(dataset):
+    again = generate(CONFIG)
+    assert np.array_equal(dataset.images, again.images) and np.array_equal(dataset.masks, again.masks)
+    assert dataset.records == again.records
+    other = generate(SyntheticConfig(num_patients=16, image_size=(64, 32), seed=4))
+    assert not np.array_equal(dataset.images, other.images)
+
+
+def test_shapes_ranges_and_record_ids(dataset):
+    assert len(dataset) == 16 * 2 * 2
+    assert dataset.images.shape == (64, 64, 32) and dataset.images.dtype == np.float32
+    assert dataset.images.min() >= 0 and dataset.images.max() <= 1
+    assert len({r.image_id for r in dataset.records}) == len(dataset)
+    assert {r.view for r in dataset.records} == {"CC", "MLO"} and {r.laterality for r in dataset.records} == {"L", "R"}
+
+
+def test_healthy_equals_image_outside_the_lesion_mask(dataset):
+    outside = dataset.masks == 0
+    assert np.array_equal(dataset.images[outside], dataset.healthy[outside])
+    changed = np.abs(dataset.images - dataset.healthy) > 0
+    assert not (changed & outside).any()
+    for i in range(len(dataset)):
+        if dataset.masks[i].any():
+            assert changed[i][dataset.masks[i] == 1].any(), "a lesion mask must cover a changed region"
+
+
+def test_labels_are_consistent_with_the_masks(dataset):
+    for i, record in enumerate(dataset.records):
+        assert record.abnormal == int(dataset.masks[i].any())
+        assert record.malignant in (0, 1) and (record.malignant == 0 or record.abnormal == 1)
+        birads_high = record.birads[0] in "456"
+        assert birads_high == (record.malignant == 1), (record.birads, record.malignant)
+        assert (record.birads == "1") == (record.abnormal == 0)
+        assert bool(dataset.lesion_types[i]) == bool(record.abnormal)
+
+
+def test_boxes_enclose_every_lesion_pixel(dataset):
+    for i, record in enumerate(dataset.records):
+        ys, xs = np.nonzero(dataset.masks[i])
+        if not len(ys):
+            assert record.boxes == ()
+            continue
+        inside = np.zeros(len(ys), dtype=bool)
+        for x0, y0, x1, y1 in record.boxes:
+            inside |= (xs >= np.floor(x0)) & (xs < np.ceil(x1)) & (ys >= np.floor(y0)) & (ys < np.ceil(y1))
+        assert inside.all()
+
+
+def test_lesions_are_one_sided_and_never_at_the_mirrored_position(dataset):
+    groups = by_patient_view(dataset)
+    one_sided = 0
+    for pair in groups.values():
+        left, right = dataset.masks[pair["L"]], dataset.masks[pair["R"]]
+        one_sided += left.any() != right.any()
+        assert not (left.astype(bool) & right.astype(bool)).any(), "lesions on both sides never overlap"
+    assert one_sided > 0
+
+
+def test_distractors_sit_at_the_same_canonical_position_on_both_sides(dataset):
+    groups = by_patient_view(dataset)
+    with_distractors = 0
+    for pair in groups.values():
+        left, right = (dataset.distractor_masks[pair[s]].astype(bool) for s in ("L", "R"))
+        assert left.any() == right.any()
+        if left.any():
+            with_distractors += 1
+            overlap = (left & right).sum() / min(left.sum(), right.sum())
+            assert overlap > 0.3, "a distractor is mirrored: the two sides agree up to the elastic warp"
+    assert with_distractors > 0
+
+
+def test_both_views_of_a_breast_carry_the_same_finding(dataset):
+    finding = defaultdict(set)
+    for i, record in enumerate(dataset.records):
+        finding[(record.patient_id, record.laterality)].add(
+            (record.abnormal, record.malignant, dataset.lesion_types[i])
+        )
+    assert all(len(values) == 1 for values in finding.values())
+
+
+def test_save_load_round_trip_and_cache(dataset, tmp_path):
+    dataset.save(tmp_path / "d.npz")
+    loaded = SyntheticDataset.load(tmp_path / "d.npz")
+    assert np.array_equal(loaded.images, dataset.images) and loaded.records == dataset.records
+    first = load_or_generate(CONFIG, cache_dir=tmp_path / "cache")
+    assert (tmp_path / "cache" / "synthetic" / f"{CONFIG.key()}.npz").is_file()
+    second = load_or_generate(CONFIG, cache_dir=tmp_path / "cache")
+    assert np.array_equal(first.images, second.images) and first.records == second.records
+
+
+def test_damaged_file_and_bad_knobs_are_reported(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="bad.npz"):
+        SyntheticDataset.load(tmp_path / "bad.npz")
+    with pytest.raises(ConfigError, match="lesion_contrast"):
+        SyntheticConfig(lesion_contrast=2.0)
+
+
+def test_preview_writes_a_png(dataset, tmp_path):
+    path = preview(dataset, tmp_path / "preview.png", num_patients=4)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
