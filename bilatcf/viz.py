@@ -56,7 +56,14 @@ def _draw_lesions(ax: Any, sample: dict[str, Any], row: int) -> None:
                                linewidth=0.8))
 
 
-def _draw_cell(ax: Any, column: str, sample: dict[str, Any], row: int) -> None:
+def _residual(sample: dict[str, Any], row: int) -> Any:
+    """The explanation map if the model makes one, else the residual |target − counterfactual|."""
+    if "explanation" in sample:
+        return abs(_image(sample["explanation"], row))
+    return abs(_image(sample["target"], row) - _image(sample["counterfactual"], row))
+
+
+def _draw_cell(ax: Any, column: str, sample: dict[str, Any], row: int, residual_max: float) -> None:
     target = _image(sample["target"], row)
     if column == "target":
         ax.imshow(target, cmap="gray", vmin=0, vmax=1)
@@ -69,11 +76,8 @@ def _draw_cell(ax: Any, column: str, sample: dict[str, Any], row: int) -> None:
         ax.imshow(_image(sample["counterfactual"], row), cmap="gray", vmin=0, vmax=1)
         ax.set_title("counterfactual", fontsize=8)
     elif column == "residual":
-        if "explanation" in sample:
-            residual, title = abs(_image(sample["explanation"], row)), "|explanation|"
-        else:
-            residual, title = abs(target - _image(sample["counterfactual"], row)), "|target - counterfactual|"
-        ax.imshow(residual, cmap="magma")
+        title = "|explanation|" if "explanation" in sample else "|target - counterfactual|"
+        ax.imshow(_residual(sample, row), cmap="magma", vmin=0, vmax=residual_max)
         ax.set_title(title, fontsize=8)
     else:
         ax.imshow(target, cmap="gray", vmin=0, vmax=1)
@@ -109,9 +113,13 @@ def pair_panel(sample: dict[str, Any], path: str | Path) -> Path:
     figure = Figure(figsize=(panel_width * len(columns), _PANEL_HEIGHT_IN * rows), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, len(columns), squeeze=False)
+    # One colour scale for the residual column, so a healthy pair's small residual does not look like a lesion.
+    residual_max = 1.0
+    if "residual" in columns:
+        residual_max = max(float(_residual(sample, row).max()) for row in range(rows)) or 1.0
     for row in range(rows):
         for ax, column in zip(axes[row], columns):
-            _draw_cell(ax, column, sample, row)
+            _draw_cell(ax, column, sample, row, residual_max)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

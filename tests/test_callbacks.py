@@ -190,3 +190,26 @@ def test_suite_reset_forgets_previous_batches():
     suite.update(FakeModel().predict_step(batch))
     suite.reset()
     assert suite.compute() == {"num_pairs": 0.0}
+
+
+def test_pair_panel_has_one_column_per_available_map(tmp_path):
+    from matplotlib.image import imread
+
+    from bilatcf.viz import pair_panel
+
+    outputs = FakeModel().predict_step(BilateralBatch.collate([_sample(i) for i in (0, 3)]))
+    full = imread(pair_panel(outputs, tmp_path / "full.png"))
+    for key in ("counterfactual", "explanation"):
+        del outputs[key]
+    plain = imread(pair_panel(outputs, tmp_path / "plain.png"))
+    # 3-inch square panels at 100 dpi: 2 rows; 5 columns (target, reference, counterfactual, residual, CAM) or 3.
+    assert full.shape[:2] == (600, 1500) and plain.shape[:2] == (600, 900)
+
+
+def test_roc_figure_needs_both_classes(tmp_path):
+    from bilatcf.viz import roc_figure
+
+    path = roc_figure(torch.tensor([0.2, 0.8, 0.5]), torch.tensor([0, 1, -1]), tmp_path / "roc.png")
+    assert path.stat().st_size > 1000
+    with pytest.raises(DataError, match="both classes"):
+        roc_figure(torch.tensor([0.2, 0.8]), torch.tensor([1, -1]), tmp_path / "bad.png")

@@ -126,3 +126,17 @@ def test_damaged_file_and_bad_knobs_are_reported(tmp_path):
 def test_preview_writes_a_png(dataset, tmp_path):
     path = preview(dataset, tmp_path / "preview.png", num_patients=4)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_patient_does_not_depend_on_how_many_are_generated(dataset):
+    # Per-patient generators: 4 patients are the first quarter of the 16-patient run, so chunked generation is exact.
+    small = generate(SyntheticConfig(num_patients=4, image_size=(64, 32), seed=3, distractor_rate=0.6, lesion_rate=0.7))
+    assert np.array_equal(small.images, dataset.images[: len(small)])
+    assert np.array_equal(small.healthy, dataset.healthy[: len(small)])
+    assert small.records == dataset.records[: len(small)]
+
+
+def test_views_are_validated_and_lists_are_accepted():
+    assert SyntheticConfig(views=["MLO"], image_size=[64, 32]).views == ("MLO",)
+    with pytest.raises(ConfigError, match="views"):
+        SyntheticConfig(views=("CC", "ML"))

@@ -48,7 +48,7 @@ from bilatcf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # part of the cache key: bump whenever the generated pixels change
+GENERATOR_VERSION = 3  # part of the cache key: bump whenever the generated pixels change
 ALPHA_CUTOFF = 0.02  # blend weights below this are zeroed, so the lesion mask is the exact support of the blend
 BENIGN_KINDS = {"benign_mass": 0.6, "benign_calcification": 0.4}
 MALIGNANT_KINDS = {"malignant_mass": 0.5, "malignant_calcification": 0.35, "architectural_distortion": 0.15}
@@ -83,7 +83,7 @@ class SyntheticConfig:
     num_patients: int = 1000
     image_size: tuple[int, int] = (256, 128)
     views: tuple[str, ...] = ("CC", "MLO")
-    lesion_contrast: float = 0.15
+    lesion_contrast: float = 0.3
     distractor_rate: float = 0.5
     seed: int = 0
     lesion_rate: float = 0.5
@@ -231,10 +231,12 @@ def _draw_finding(rng: np.random.Generator, malignant: bool, lesion_contrast: fl
     kinds = MALIGNANT_KINDS if malignant else BENIGN_KINDS
     kind = str(rng.choice(list(kinds), p=list(kinds.values())))
     suspicion = float(rng.beta(4.0, 2.0) if malignant else rng.beta(2.0, 4.0))
-    contrast = lesion_contrast * float(rng.uniform(0.7, 1.3))
+    # Suspicious-looking findings are denser and larger on average (as in radiology: high-density, larger masses are
+    # more suspicious); the spread keeps the classes overlapping, and it gives a signal visible at CPU-friendly sizes.
+    contrast = lesion_contrast * (0.3 + 1.4 * suspicion) * float(rng.uniform(0.85, 1.15))
     if kind.endswith("calcification"):
         contrast *= CALCIFICATION_CONTRAST_FACTOR
-    return _Finding(kind, suspicion, float(rng.uniform(0.025, 0.06)), contrast)
+    return _Finding(kind, suspicion, float(rng.uniform(0.03, 0.05) * (0.6 + 1.0 * suspicion)), contrast)
 
 
 def _draw_patient(config: SyntheticConfig, index: int) -> _Patient:
@@ -468,8 +470,14 @@ def _support_radius(alpha: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------------------------------- placement
 def _place(rng: np.random.Generator, allowed: np.ndarray, room: float) -> tuple[int, int]:
-    """A random pixel at least ``room`` away from every disallowed pixel (the roomiest pixel when none is that far)."""
-    distance = cv2.distanceTransform(allowed.astype(np.uint8), cv2.DIST_L2, 3)
+    """A random pixel at least ``room`` away from every disallowed pixel and from the image border.
+
+    Falls back to the roomiest pixel when none is that far (tiny images).
+    """
+    allowed = allowed.astype(np.uint8)
+    allowed[[0, -1], :] = 0
+    allowed[:, [0, -1]] = 0
+    distance = cv2.distanceTransform(allowed, cv2.DIST_L2, 3)
     candidates = np.flatnonzero(distance > room + 1.0)
     flat = int(rng.choice(candidates)) if candidates.size else int(distance.argmax())
     return divmod(flat, allowed.shape[1])
@@ -536,11 +544,12 @@ def _warp(rng: np.random.Generator, canonical: np.ndarray) -> np.ndarray:
     shift_x, shift_y = rng.uniform(-0.01, 0.02) * width, rng.uniform(-0.025, 0.025) * height
     cols = np.arange(width, dtype=np.float32)[None, :]
     rows = np.arange(height, dtype=np.float32)[:, None]
-    map_x = (cols - shift_x) / scale + dx  # the chest wall stays at the left edge (replicated border)
+    map_x = (cols - shift_x) / scale + dx
     map_y = height / 2 + (rows - height / 2 - shift_y) / scale + dy
-    return cv2.remap(
-        canonical, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    # Reflection continues the tissue across the chest wall and the top edge; a replicated border smears the edge
+    # column into horizontal streaks wherever the warp samples left of the chest wall.
+    map_x, map_y = map_x.astype(np.float32), map_y.astype(np.float32)
+    return cv2.remap(canonical, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
 # ----------------------------------------------------------------------------------------------------- one patient
