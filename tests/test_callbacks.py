@@ -141,8 +141,9 @@ def test_metrics_json_values(fitted):
         "test/cf_fid_cf_reference": 0.0, "test/cf_fid_target_cf_outside": 0.0,
     }
     for key, value in expected.items():
-        assert written[key] == pytest.approx(value, abs=1e-6), key
-        assert logged[key] == pytest.approx(value, abs=1e-5), key
+        tolerance = 1e-4 if "ssim" in key else 1e-6  # float32 SSIM of identical images is 1 − 3e-5
+        assert written[key] == pytest.approx(value, abs=tolerance), key
+        assert logged[key] == pytest.approx(value, abs=tolerance), key
     assert written["test/auc_ci_low"] <= written["test/auc"] <= written["test/auc_ci_high"]
     assert written["model"] == "fake" and written["data"] == "TinyData(synthetic)" and written["seed"] == 7
     assert written["num_test_pairs"] == 8

@@ -160,8 +160,9 @@ def _describe_data(trainer: pl.Trainer) -> str:
     datamodule = getattr(trainer, "datamodule", None)
     if datamodule is None:
         return "dataloaders"
-    source = getattr(datamodule, "source", None)
-    return type(datamodule).__name__ + (f"({source})" if source is not None else "")
+    # The bilatcf datamodules name their source in `source_name` ("synthetic", "manifest", "toy:vagan").
+    source = getattr(datamodule, "source_name", None) or getattr(datamodule, "source", None)
+    return type(datamodule).__name__ + (f"({source})" if isinstance(source, str) else "")
 
 
 class EvaluationCallback(pl.Callback):
