@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 import yaml
 
@@ -38,7 +39,6 @@ def measure(
     """Time `steps` training steps and `steps` inference batches of one model (in this process)."""
     import inspect
 
-    import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
     from bilatcf.data.datamodule import BilateralDataModule
@@ -54,7 +54,7 @@ def measure(
     )
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
-    timer = _StepTimer(warmup)
+    timer = StepTimer(warmup)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -86,25 +86,18 @@ def measure(
     }
 
 
-class _StepTimer:
-    """Lightning callback summing the wall time of training steps after `warmup` steps."""
+class StepTimer(pl.Callback):
+    """Sums the wall time of training steps after ``warmup`` steps."""
 
-    def __new__(cls, warmup: int):
-        import pytorch_lightning as pl
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.seconds = warmup, 0.0
 
-        class StepTimer(pl.Callback):
-            def __init__(self) -> None:
-                self.seconds, self.count = 0.0, 0
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.start = time.perf_counter()
 
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-                self.start = time.perf_counter()
-
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                if batch_idx >= warmup:
-                    self.seconds += time.perf_counter() - self.start
-                    self.count += 1
-
-        return StepTimer()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx >= self.warmup:
+            self.seconds += time.perf_counter() - self.start
 
 
 def git_sha() -> str:

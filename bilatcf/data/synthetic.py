@@ -43,6 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bilatcf.data.cache import cache_dir as default_cache_dir
 from bilatcf.data.types import ImageRecord
 from bilatcf.errors import ConfigError, DataError
 
@@ -654,11 +655,6 @@ def generate(config: SyntheticConfig, progress: bool = False) -> SyntheticDatase
     return SyntheticDataset(config, records, images, healthy, masks, distractor_masks, lesion_types)
 
 
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """The bilatcf cache folder: ``cache_dir``, else ``$BILATCF_CACHE``, else ``~/.cache/bilatcf``."""
-    return Path(cache_dir or os.environ.get("BILATCF_CACHE") or Path.home() / ".cache" / "bilatcf")
-
-
 def load_or_generate(
     config: SyntheticConfig, cache_dir: str | Path | None = None, progress: bool = False
 ) -> SyntheticDataset:
@@ -666,7 +662,7 @@ def load_or_generate(
 
     A damaged cache file is regenerated; a read-only cache only costs the regeneration next time.
     """
-    path = cache_root(cache_dir) / "synthetic" / f"{config.key()}.npz"
+    path = Path(cache_dir or default_cache_dir()) / "synthetic" / f"{config.key()}.npz"
     if path.is_file():
         try:
             dataset = SyntheticDataset.load(path)
