@@ -49,7 +49,7 @@ from bilatcf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 3  # part of the cache key: bump whenever the generated pixels change
+GENERATOR_VERSION = 4  # part of the cache key: bump whenever the generated pixels change
 ALPHA_CUTOFF = 0.02  # blend weights below this are zeroed, so the lesion mask is the exact support of the blend
 BENIGN_KINDS = {"benign_mass": 0.6, "benign_calcification": 0.4}
 MALIGNANT_KINDS = {"malignant_mass": 0.5, "malignant_calcification": 0.35, "architectural_distortion": 0.15}
@@ -60,6 +60,7 @@ SUPPORTED_VIEWS = ("CC", "MLO")
 SECOND_LESION_RATE = 0.15  # an affected breast holds a second lesion of the same class
 SECOND_DISTRACTOR_RATE = 0.3  # a patient with distractors has a second one
 CALCIFICATION_CONTRAST_FACTOR = 2.2  # calcium attenuates far more than soft tissue
+SUSPICION_BETA = (5.0, 1.5)  # Beta(a, b) of a malignant finding's suspicion; benign findings draw Beta(b, a)
 _VIEW_CODE = {"CC": 1, "MLO": 2}
 _STREAM_PATIENT, _STREAM_ANATOMY, _STREAM_DISTRACTOR, _STREAM_SIDE, _STREAM_LESION = 0, 1, 2, 3, 4
 
@@ -228,10 +229,11 @@ def _rng(config: SyntheticConfig, patient: int, *stream: int) -> np.random.Gener
 
 # ----------------------------------------------------------------------------------------------------- patient latents
 def _draw_finding(rng: np.random.Generator, malignant: bool, lesion_contrast: float) -> _Finding:
-    """Draw a lesion appearance; suspicion comes from Beta(2, 4) (benign) or Beta(4, 2) (malignant), which overlap."""
+    """Draw a lesion appearance; suspicion comes from SUSPICION_BETA (malignant) or its mirror (benign), which overlap."""
     kinds = MALIGNANT_KINDS if malignant else BENIGN_KINDS
     kind = str(rng.choice(list(kinds), p=list(kinds.values())))
-    suspicion = float(rng.beta(4.0, 2.0) if malignant else rng.beta(2.0, 4.0))
+    a, b = SUSPICION_BETA
+    suspicion = float(rng.beta(a, b) if malignant else rng.beta(b, a))
     # Suspicious-looking findings are denser and larger on average (as in radiology: high-density, larger masses are
     # more suspicious); the spread keeps the classes overlapping, and it gives a signal visible at CPU-friendly sizes.
     contrast = lesion_contrast * (0.3 + 1.4 * suspicion) * float(rng.uniform(0.85, 1.15))
@@ -347,7 +349,7 @@ def _anatomy(rng: np.random.Generator, patient: _Patient, view: str, size: tuple
     texture = _power_law_noise(rng, size)
     threshold = (2.6, 1.9, 1.2, 0.5)[patient.density]
     dense = 1.0 / (1.0 + np.exp(-(texture + 2.0 * gland - threshold) / 0.35))
-    fat, fibroglandular = rng.uniform(0.26, 0.34), rng.uniform(0.66, 0.76)
+    fat, fibroglandular = rng.uniform(0.26, 0.34), rng.uniform(0.50, 0.58)
     tissue = fat + (fibroglandular - fat) * dense + 0.025 * texture
     tissue = tissue + 0.09 * _ducts(rng, size, (nipple_x, centre), half) * np.clip(u * 1.5, 0.0, 1.0)
     skin = 0.12
