@@ -49,7 +49,7 @@ from bilatcf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 4  # part of the cache key: bump whenever the generated pixels change
+GENERATOR_VERSION = 5  # part of the cache key: bump whenever the generated pixels change
 ALPHA_CUTOFF = 0.02  # blend weights below this are zeroed, so the lesion mask is the exact support of the blend
 BENIGN_KINDS = {"benign_mass": 0.6, "benign_calcification": 0.4}
 MALIGNANT_KINDS = {"malignant_mass": 0.5, "malignant_calcification": 0.35, "architectural_distortion": 0.15}
