@@ -112,8 +112,12 @@ class SyntheticConfig:
                 raise ConfigError(f"SyntheticConfig.{name} = {getattr(self, name)}: a rate must be in [0, 1].")
 
     def key(self) -> str:
-        """A short stable hash of every knob and the generator version: the cache file name."""
-        text = json.dumps({**asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)
+        """A short stable hash of every knob, the generator version and this module's source: the cache file name.
+
+        The source digest means an edited generator never serves pixels cached by an earlier one, even when nobody
+        remembered to bump :data:`GENERATOR_VERSION`.
+        """
+        text = json.dumps({**asdict(self), "version": GENERATOR_VERSION, "source": _source_digest()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -220,6 +224,11 @@ class _Rendered:
     mask: np.ndarray
     distractor_mask: np.ndarray
     boxes: tuple[tuple[float, float, float, float], ...]
+
+
+@lru_cache(maxsize=1)
+def _source_digest() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def _rng(config: SyntheticConfig, patient: int, *stream: int) -> np.random.Generator:
