@@ -238,7 +238,7 @@ def _rng(config: SyntheticConfig, patient: int, *stream: int) -> np.random.Gener
 
 # ----------------------------------------------------------------------------------------------------- patient latents
 def _draw_finding(rng: np.random.Generator, malignant: bool, lesion_contrast: float) -> _Finding:
-    """Draw a lesion appearance; suspicion comes from SUSPICION_BETA (malignant) or its mirror (benign), which overlap."""
+    """Draw a lesion appearance; suspicion: SUSPICION_BETA if malignant, its mirror if benign (they overlap)."""
     kinds = MALIGNANT_KINDS if malignant else BENIGN_KINDS
     kind = str(rng.choice(list(kinds), p=list(kinds.values())))
     a, b = SUSPICION_BETA

@@ -1,0 +1,63 @@
+"""Why is the top-1 localization error what it is? Break it down for one checkpoint on the synthetic test split.
+
+Reports the fraction of test pairs classified correctly, the fraction whose CAM box (largest component above 20 % of the
+min–max normalised map, as in `TopOneLocError`) overlaps a GT box with IoU ≥ 0.1 whatever the class (with the map of the
+predicted class and with the malignant-class map), and the median box size and IoU.
+
+    python benchmarks/localization_diagnosis.py CHECKPOINT   # e.g. a best-epoch=*.ckpt under runs/quality/
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+import bilatcf.models  # noqa: F401  (registers the models)
+from bilatcf.data.datamodule import BilateralDataModule
+from bilatcf.metrics.localization import box_iou, heatmap_to_box
+from bilatcf.registry import get_model_class
+
+
+def best_iou(heatmap: torch.Tensor, boxes: list) -> tuple[float, float]:
+    """(IoU with the best-matching GT box, box area as a fraction of the image) of the heatmap's CAM box."""
+    box = heatmap_to_box(heatmap)
+    if box is None or not boxes:
+        return 0.0, 0.0
+    area = (box[2] - box[0]) * (box[3] - box[1]) / heatmap.numel()
+    return max(box_iou(box, gt) for gt in boxes), area
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    args = parser.parse_args()
+    name = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["bilatcf_model"]
+    model = get_model_class(name).load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
+    datamodule = BilateralDataModule()  # the synthetic default the quality runs use
+    datamodule.setup("test")
+    correct, hit, hit_malignant, areas, ious = [], [], [], [], []
+    for batch in datamodule.test_dataloader():
+        out = model.predict_step(batch)
+        for i in range(len(batch)):
+            cam = out["cam"][i, 0]
+            malignant_map = cam if int(out["pred"][i]) == 1 else 1.0 - cam
+            iou, area = best_iou(cam, out["boxes"][i])
+            correct.append(int(out["pred"][i]) == int(out["label"][i]))
+            hit.append(iou >= 0.1)
+            hit_malignant.append(best_iou(malignant_map, out["boxes"][i])[0] >= 0.1)
+            areas.append(area)
+            ious.append(iou)
+    n = len(correct)
+    print(f"model {name}, {n} test pairs")
+    print(f"class correct: {sum(correct) / n:.3f}")
+    print(f"top-1 loc error: {1 - sum(c and h for c, h in zip(correct, hit)) / n:.3f}")
+    print(f"IoU >= 0.1 whatever the class: predicted-class map {sum(hit) / n:.3f}, "
+          f"malignant-class map {sum(hit_malignant) / n:.3f}")
+    print(f"median CAM box area (fraction of the image): {statistics.median(areas):.3f}; "
+          f"median IoU: {statistics.median(ious):.3f}")
+
+
+if __name__ == "__main__":
+    main()
