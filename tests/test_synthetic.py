@@ -115,6 +115,14 @@ def test_save_load_round_trip_and_cache(dataset, tmp_path):
     assert np.array_equal(first.images, second.images) and first.records == second.records
 
 
+def test_an_edited_generator_never_reads_the_old_cache(monkeypatch):
+    from bilatcf.data import synthetic
+
+    before = CONFIG.key()
+    monkeypatch.setattr(synthetic, "_source_digest", lambda: "edited")
+    assert CONFIG.key() != before
+
+
 def test_damaged_file_and_bad_knobs_are_reported(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="bad.npz"):
