@@ -358,6 +358,7 @@ def _anatomy(rng: np.random.Generator, patient: _Patient, view: str, size: tuple
     texture = _power_law_noise(rng, size)
     threshold = (2.6, 1.9, 1.2, 0.5)[patient.density]
     dense = 1.0 / (1.0 + np.exp(-(texture + 2.0 * gland - threshold) / 0.35))
+    # Glandular tissue stays well below 1, leaving headroom for lesions: a mass is denser than the tissue around it.
     fat, fibroglandular = rng.uniform(0.26, 0.34), rng.uniform(0.50, 0.58)
     tissue = fat + (fibroglandular - fat) * dense + 0.025 * texture
     tissue = tissue + 0.09 * _ducts(rng, size, (nipple_x, centre), half) * np.clip(u * 1.5, 0.0, 1.0)
