@@ -1,4 +1,4 @@
-# bilatcf: `make demo` trains the flagship model on the embedded synthetic data; `make test` runs the CI suite.
+# bilatcf: `make demo` trains the strongest measured model on the embedded synthetic data; `make test` runs the CI suite.
 # Both create the virtual environment (.venv, pip) on first use.
 PYTHON ?= python3
 VENV ?= .venv
