@@ -15,6 +15,7 @@ import statistics
 import torch
 
 import bilatcf.models  # noqa: F401  (registers the models)
+from bilatcf.cli import checkpoint_model_name
 from bilatcf.data.datamodule import BilateralDataModule
 from bilatcf.metrics.localization import box_iou, heatmap_to_box
 from bilatcf.registry import get_model_class
@@ -33,7 +34,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     args = parser.parse_args()
-    name = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["bilatcf_model"]
+    name = checkpoint_model_name(args.checkpoint)
+    if name is None:
+        raise SystemExit(f"{args.checkpoint} is not a bilatcf checkpoint (no 'bilatcf_model' entry).")
     model = get_model_class(name).load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
     datamodule = BilateralDataModule()  # the synthetic default the quality runs use
     datamodule.setup("test")
