@@ -200,6 +200,16 @@ def test_detach_features_keeps_counterfactual_losses_off_the_backbone():
     assert loss_gradients(tiny(), "cls") == {"backbone": True, "generator": True, "classifier": True}
 
 
+def test_classification_loss_trains_the_backbone_on_the_reference_through_the_counterfactual():
+    model = tiny()
+    reference = images(1).requires_grad_()
+    out = model(images(0), reference)
+    with torch.no_grad():  # one G pass without gradients, two copies with: the same values
+        torch.testing.assert_close(out["logits"], model(images(0), reference)["logits"])
+    out["logits"].sum().backward()
+    assert reference.grad.abs().sum() > 0  # H_R reaches L_CLS only through AdaIN and G
+
+
 def test_negative_embedding_does_not_touch_batch_norm_statistics():
     model = tiny()
     out = model(images(0), images(1))

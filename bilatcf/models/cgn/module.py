@@ -56,10 +56,11 @@ class CGN(BilateralModule):
         level: ``feature`` (the paper's CGN) or ``image`` (Table IV: an image generator makes X_C, H_C = backbone(X_C),
             an image PatchGAN judges X_R vs X_C).
         ne_trains_classifier: let L_NE update the classifier too (default: only the generator side, as L_NE(G)).
-        detach_features: the backbone learns from L_CLS alone: G reads H_T and H_R as constants and the counterfactual
-            losses (L_AD for G, L_NE, L_FT/L_FC) see them as constants, so they train G and never reshape the features
-            (e.g. inflate them until the triplet margin holds). At image level H_C = backbone(X_C) must still reach
-            the backbone (it is the way back to the image generator). False follows Eq. 14 literally.
+        detach_features: the backbone learns from L_CLS alone (through H_T, and through G and AdaIN back to H_T and
+            H_R): the counterfactual losses (L_AD for G, L_NE, L_FT/L_FC) see H_T and H_R as constants, so they train G
+            and never reshape the features (e.g. inflate them until the triplet margin holds). At image level
+            H_C = backbone(X_C) must still reach the backbone (it is the way back to the image generator). False
+            follows Eq. 14 literally.
         generator_channels: width of the nine residual blocks of the feature generator (None: the backbone's width).
         image_generator_channels: base width of the image-level ResNet generator.
         discriminator_channels: hidden width of the feature discriminator / base width of the image PatchGAN.
@@ -115,7 +116,7 @@ class CGN(BilateralModule):
             with_generator=with_generator,
             with_discriminator=gan,
             with_reference=bilateral != "none" or triplet != "none",
-            detach_generator_input=detach_features,
+            detach_counterfactual_losses=detach_features,
             generator_channels=image_generator_channels if level == "image" else generator_channels,
             discriminator_channels=discriminator_channels,
         )

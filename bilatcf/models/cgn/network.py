@@ -118,8 +118,9 @@ class CGNNetwork(nn.Module):
         with_generator: build G (the "none" row uses one only with L_NE or a triplet loss).
         with_discriminator: build D (the GAN rows).
         with_reference: compute H_R (the classifier, G, D or the triplet's d_rc reads it).
-        detach_generator_input: G reads H_T and H_R as constants (feature level), so nothing that flows through H_C
-            reaches the backbone.
+        detach_counterfactual_losses: at feature level, the H_C that the counterfactual losses read is computed from
+            H_T and H_R as constants, so those losses train G and never the backbone; the classifier's H_C keeps the
+            path through G back to both features (see :meth:`counterfactual_features`).
         generator_channels: width of G's residual blocks (feature level; None: the backbone's width, as the paper)
             or base width of the image generator (image level).
         discriminator_channels: hidden width of the feature discriminator / base width of the image PatchGAN.
@@ -134,7 +135,7 @@ class CGNNetwork(nn.Module):
         with_generator: bool,
         with_discriminator: bool,
         with_reference: bool,
-        detach_generator_input: bool,
+        detach_counterfactual_losses: bool,
         generator_channels: int | None,
         discriminator_channels: int,
     ) -> None:
@@ -145,7 +146,7 @@ class CGNNetwork(nn.Module):
         self.alpha = alpha
         self.level = level
         self.with_reference = with_reference
-        self.detach_generator_input = detach_generator_input
+        self.detach_counterfactual_losses = detach_counterfactual_losses
         self.generator = self._build_generator(channels, with_generator, generator_channels)
         self.discriminator = self._build_discriminator(channels, with_discriminator, discriminator_channels)
         # The classifier sees exactly what the baselines see: vanilla's head on H_T, SBF's FusionLayer on two maps.
@@ -165,11 +166,21 @@ class CGNNetwork(nn.Module):
         network = PatchDiscriminator(1, base=width) if self.level == "image" else FeatureDiscriminator(channels, width)
         return init_weights(network, "normal", GAN_INIT_GAIN)
 
-    def counterfactual_features(self, target_features: Tensor, reference_features: Tensor) -> Tensor:
-        """H_C = G(generator input) at feature level (Eq. 7)."""
-        if self.detach_generator_input:
-            target_features, reference_features = target_features.detach(), reference_features.detach()
-        return self.generator(generator_input(target_features, reference_features, self.bilateral, self.alpha))
+    def counterfactual_features(self, target_features: Tensor, reference_features: Tensor) -> tuple[Tensor, Tensor]:
+        """H_C = G(generator input) at feature level (Eq. 7), as (the losses' copy, the classifier's copy).
+
+        The two copies have the same values. With ``detach_counterfactual_losses`` and gradients on, the losses' copy
+        is G of the *detached* input, while the classifier's copy keeps the path G → AdaIN → (H_T, H_R): L_CLS (Eq. 8)
+        then trains the backbone on both breasts through the counterfactual, as Eq. 14 does, and L_AD, L_NE and L_FT
+        still train G alone. (If the classifier's H_C were detached too, the backbone would learn from H_T only, like
+        the single-view baseline, and H_R would never receive a gradient.) One G call on the two copies stacked.
+        """
+        mixed = generator_input(target_features, reference_features, self.bilateral, self.alpha)
+        if not (self.detach_counterfactual_losses and torch.is_grad_enabled() and mixed.requires_grad):
+            counterfactual = self.generator(mixed)
+            return counterfactual, counterfactual
+        for_losses, for_classifier = self.generator(torch.cat([mixed.detach(), mixed])).chunk(2)
+        return for_losses, for_classifier
 
     def forward(self, target: Tensor, reference: Tensor) -> dict[str, Tensor]:
         """Features, logits [B], CAM [B,1,h,w] and, with a generator, H_C and the explanation |H_T − H_C| (channel max).
@@ -188,8 +199,8 @@ class CGNNetwork(nn.Module):
             fused = torch.cat([target_features, reference_features], 1) if self.bilateral == "sbf" else target_features
             out["logits"], out["cam"] = self.classifier(fused)
             return out
-        out["cf_features"] = self.counterfactual_features(target_features, reference_features)
-        return self._classify(out)
+        out["cf_features"], classified = self.counterfactual_features(target_features, reference_features)
+        return self._classify(out, classified)
 
     def _forward_image(self, target: Tensor, reference: Tensor) -> dict[str, Tensor]:
         counterfactual = self.generator(target, reference)
@@ -203,13 +214,13 @@ class CGNNetwork(nn.Module):
             "cf_features": cf_features,
             "counterfactual": counterfactual,
         }
-        out = self._classify(out)
+        out = self._classify(out, cf_features)
         out["explanation"] = (target - counterfactual).abs()  # the image residual is finer than the feature one
         return out
 
-    def _classify(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _classify(self, out: dict[str, Tensor], counterfactual: Tensor) -> dict[str, Tensor]:
         """Eq. 8: the FusionLayer classifier on concat[H_T − H_C, H_T]; also the feature-residual heatmap."""
-        residual = out["target_features"] - out["cf_features"]
+        residual = out["target_features"] - counterfactual
         out["logits"], out["cam"] = self.classifier(torch.cat([residual, out["target_features"]], dim=1))
         out["explanation"] = residual.abs().amax(dim=1, keepdim=True)
         return out
