@@ -2,7 +2,9 @@
 
 Reports the fraction of test pairs classified correctly, the fraction whose CAM box (largest component above 20 % of the
 min–max normalised map, as in `TopOneLocError`) overlaps a GT box with IoU ≥ 0.1 whatever the class (with the map of the
-predicted class and with the malignant-class map), and the median box size and IoU.
+predicted class and with the malignant-class map), the median box size and IoU, and per predicted class how often the
+map's peak lies outside the breast (the benign-class map of a one-logit head is minus the malignant one, so it can peak
+on the background).
 
     python benchmarks/localization_diagnosis.py CHECKPOINT   # e.g. a best-epoch=*.ckpt under runs/quality/
 """
@@ -40,7 +42,7 @@ def main() -> None:
     model = get_model_class(name).load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
     datamodule = BilateralDataModule()  # the synthetic default the quality runs use
     datamodule.setup("test")
-    correct, hit, hit_malignant, areas, ious = [], [], [], [], []
+    correct, hit, hit_malignant, areas, ious, predicted, peak_outside = [], [], [], [], [], [], []
     for batch in datamodule.test_dataloader():
         out = model.predict_step(batch)
         for i in range(len(batch)):
@@ -48,10 +50,12 @@ def main() -> None:
             malignant_map = cam if int(out["pred"][i]) == 1 else 1.0 - cam
             iou, area = best_iou(cam, out["boxes"][i])
             correct.append(int(out["pred"][i]) == int(out["label"][i]))
+            predicted.append(int(out["pred"][i]))
             hit.append(iou >= 0.1)
             hit_malignant.append(best_iou(malignant_map, out["boxes"][i])[0] >= 0.1)
             areas.append(area)
             ious.append(iou)
+            peak_outside.append(float(batch.target[i, 0].flatten()[cam.argmax()]) <= 0.0)
     n = len(correct)
     print(f"model {name}, {n} test pairs")
     print(f"class correct: {sum(correct) / n:.3f}")
@@ -60,6 +64,11 @@ def main() -> None:
           f"malignant-class map {sum(hit_malignant) / n:.3f}")
     print(f"median CAM box area (fraction of the image): {statistics.median(areas):.3f}; "
           f"median IoU: {statistics.median(ious):.3f}")
+    for label, cls in (("benign", 0), ("malignant", 1)):
+        rows = [k for k in range(n) if predicted[k] == cls]
+        if rows:
+            print(f"predicted {label} ({len(rows)} pairs): IoU >= 0.1 for {sum(hit[k] for k in rows) / len(rows):.3f}, "
+                  f"CAM peak outside the breast for {sum(peak_outside[k] for k in rows) / len(rows):.3f}")
 
 
 if __name__ == "__main__":
