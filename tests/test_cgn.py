@@ -89,6 +89,21 @@ def test_feedback_triplet_loss_on_a_hand_made_case():
     assert losses["ft"].item() == pytest.approx(0.25)
 
 
+def test_adaptive_reference_keeps_the_value_and_drops_the_gradient_of_d_rc():
+    target, reference, counterfactual, omega = hand_made_triplet_case()
+    counterfactual.requires_grad_()
+    for adaptive, pushes_from_reference in ((False, True), (True, False)):
+        counterfactual.grad = None
+        losses = tiny(margin=1.5, adaptive_reference=adaptive).triplet_losses(target, reference, counterfactual, omega)
+        assert losses["ft"].item() == pytest.approx(0.25)
+        losses["ft"].backward()
+        # Sample 1, position 0 (H_C = 1, H_T = 0, H_R = (3, 0)), loss averaged over 2 samples:
+        # ∂d_tc/∂H_C = 2·0.25·1 = 0.5; ∂d_rc/∂H_C = (−2·(3 − 1) + 2·(1 − 0)) / 4 = −0.5, so −d_rc adds +0.5 when
+        # d_rc is trained (H_C is pushed away from the reference's 3) and nothing when it is the adaptive reference.
+        grad = counterfactual.grad[0, 0, 0, 0].item()
+        assert grad == pytest.approx((0.5 + (0.5 if pushes_from_reference else 0.0)) / 2)
+
+
 def test_fc_variant_uses_d_tc_alone():
     losses = tiny(variant="fc", margin=1.5).triplet_losses(*hand_made_triplet_case())
     assert losses.keys() == {"fc"}
@@ -121,6 +136,10 @@ def test_feedback_omega_is_the_softmax_of_the_cam_and_non_feedback_follows_the_d
     torch.testing.assert_close(lesion_estimate(out, feedback=True), column([0.25, 0.75]))
     weight = math.exp(9.0) / (math.exp(9.0) + 1.0)
     torch.testing.assert_close(lesion_estimate(out, feedback=False), column([weight, 1 - weight]))
+    # Predicted benign (logit < 0): the head returned −w·f; the malignant-class Ω softmaxes w·f instead.
+    out["logits"] = torch.tensor([-1.0])
+    torch.testing.assert_close(lesion_estimate(out, True, class_map="malignant"), column([0.75, 0.25]))
+    torch.testing.assert_close(lesion_estimate(out, True, class_map="predicted"), column([0.25, 0.75]))
 
 
 def test_masked_adversarial_loss_only_counts_the_lesion_patches():
@@ -229,6 +248,7 @@ def test_negative_embedding_does_not_touch_batch_norm_statistics():
         {"bilateral": "none", "use_ne": False, "triplet": "none", "variant": "masked-d"},
         {"alpha": 1.5},
         {"bilateral": "adain"},
+        {"feedback_map": "benign"},
     ],
 )
 def test_undefined_flag_combinations_are_config_errors(flags):

@@ -31,6 +31,7 @@ from bilatcf.registry import register_model
 
 Triplet = Literal["none", "non-feedback", "feedback"]
 Variant = Literal["none", "masked-d", "fc"]
+FeedbackMap = Literal["predicted", "malignant"]
 #: Adam betas of the discriminator (the DCGAN/pix2pix convention; the paper gives none).
 DISCRIMINATOR_BETAS = (0.5, 0.999)
 
@@ -50,6 +51,11 @@ class CGN(BilateralModule):
         use_ne: add the negative embedding loss L_NE (Eq. 13).
         triplet: ``feedback`` (Eq. 10–12 with Ω from the CAM), ``non-feedback`` (Ω from the largest
             target–counterfactual distance), or ``none``.
+        feedback_map: the CAM that Ω softmaxes with feedback: of the ``predicted`` class, or of the ``malignant``
+            class whatever the prediction (see ``docs/models/cgn.md``).
+        adaptive_reference: d_rc enters L_FT as a constant, the "adaptive reference" below which the triplet holds
+            d_tc (§III-B), so L_FT only pulls H_C towards H_T outside Ω. False: L_FT also enlarges d_rc, pushing H_C
+            away from every reference feature.
         margin: triplet margin β of Eq. 12 (in squared feature units; the paper does not state it).
         variant: Table IV: ``masked-d`` (variant 1: D on the Ω regions, Eq. 16–19; pair with ``triplet: none`` for the
             paper's L_1), ``fc`` (variant 2: L_FC = d_tc replaces L_FT, Eq. 20–21), or ``none``.
@@ -85,6 +91,8 @@ class CGN(BilateralModule):
         alpha: float = 0.5,
         use_ne: bool = True,
         triplet: Triplet = "feedback",
+        feedback_map: FeedbackMap = "predicted",
+        adaptive_reference: bool = False,
         margin: float = 40.0,
         variant: Variant = "none",
         level: Level = "feature",
@@ -102,7 +110,7 @@ class CGN(BilateralModule):
         grad_clip: float | None = None,
     ) -> None:
         super().__init__()
-        _check_flags(bilateral, alpha, use_ne, triplet, margin, variant, level)
+        _check_flags(bilateral, alpha, use_ne, triplet, margin, variant, level, feedback_map)
         self.save_hyperparameters()
         self.grad_clip = grad_clip
         self.automatic_optimization = False  # one step idiom for every row: optional D step, then the G step
@@ -164,7 +172,7 @@ class CGN(BilateralModule):
         hp = self.hparams
         if hp.triplet == "none" and hp.variant != "masked-d":
             return None
-        return lesion_estimate(out, feedback=hp.triplet != "non-feedback")
+        return lesion_estimate(out, feedback=hp.triplet != "non-feedback", class_map=hp.feedback_map)
 
     def discriminator_loss(self, real: Tensor, fake: Tensor, omega: Tensor | None) -> Tensor:
         """D's side of Eq. 9, −[log D(real) + log(1 − D(fake))]; on the Ω regions for variant (1) (Eq. 18)."""
@@ -199,7 +207,7 @@ class CGN(BilateralModule):
         self, target: Tensor, reference: Tensor, counterfactual: Tensor, omega: Tensor
     ) -> dict[str, Tensor]:
         """L_FT (Eq. 10–12) or, for variant (2), L_FC = d_tc (Eq. 20); d_tc and d_rc are logged for diagnosis."""
-        d_tc, d_rc = triplet_distances(target, reference, counterfactual, omega)
+        d_tc, d_rc = triplet_distances(target, reference, counterfactual, omega, self.hparams.adaptive_reference)
         self.log_dict(
             {"train/d_tc": d_tc.detach().mean(), "train/d_rc": d_rc.detach().mean()},
             on_step=True,
@@ -227,7 +235,7 @@ class CGN(BilateralModule):
 
 
 def _check_flags(
-    bilateral: str, alpha: float, use_ne: bool, triplet: str, margin: float, variant: str, level: str
+    bilateral: str, alpha: float, use_ne: bool, triplet: str, margin: float, variant: str, level: str, feedback_map: str
 ) -> None:
     """Refuse flag combinations the paper does not define, saying which flag to change."""
     choices = {
@@ -235,6 +243,7 @@ def _check_flags(
         "triplet": (triplet, ("none", "non-feedback", "feedback")),
         "variant": (variant, ("none", "masked-d", "fc")),
         "level": (level, ("feature", "image")),
+        "feedback_map": (feedback_map, ("predicted", "malignant")),
     }
     for name, (value, allowed) in choices.items():
         if value not in allowed:

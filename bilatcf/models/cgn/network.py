@@ -249,17 +249,21 @@ class CGNNetwork(nn.Module):
 # ---------------------------------------------------------------------------------------------------- losses
 
 
-def lesion_estimate(out: dict[str, Tensor], feedback: bool) -> Tensor:
+def lesion_estimate(out: dict[str, Tensor], feedback: bool, class_map: str = "predicted") -> Tensor:
     """Ω [B,1,h,w], summing to 1 per sample (detached: an estimate fed back to the losses, not a target for the CAM).
 
-    Feedback (the paper's prediction feedback): Ω = softmax over positions of the classifier's CAM. Non-feedback
-    (Table III): Ω = softmax over positions of the target–counterfactual distance ‖H_T − H_C‖², the areas with the
-    largest distance.
+    Feedback (the paper's prediction feedback): Ω = softmax over positions of the classifier's CAM, of the predicted
+    class (``class_map="predicted"``, the map the localization metric reads) or of the malignant class
+    (``"malignant"``: the head's w·f whatever it predicts; the benign map of a one-logit head is its negative).
+    Non-feedback (Table III): Ω = softmax over positions of the target–counterfactual distance ‖H_T − H_C‖², the
+    areas with the largest distance.
     """
-    if feedback:
-        score = out["cam"]
-    else:
+    if not feedback:
         score = (out["target_features"].float() - out["cf_features"].float()).pow(2).sum(dim=1, keepdim=True)
+    elif class_map == "malignant":  # undo the head's sign flip of the predicted-benign maps
+        score = out["cam"] * torch.where(out["logits"] >= 0, 1.0, -1.0).to(out["cam"].dtype)[:, None, None, None]
+    else:
+        score = out["cam"]
     if score.shape[-2:] != out["target_features"].shape[-2:]:
         score = F.interpolate(
             score.float(), size=out["target_features"].shape[-2:], mode="bilinear", align_corners=False
@@ -268,16 +272,18 @@ def lesion_estimate(out: dict[str, Tensor], feedback: bool) -> Tensor:
 
 
 def triplet_distances(
-    target: Tensor, reference: Tensor, counterfactual: Tensor, omega: Tensor
+    target: Tensor, reference: Tensor, counterfactual: Tensor, omega: Tensor, adaptive_reference: bool = False
 ) -> tuple[Tensor, Tensor]:
     """(d_tc, d_rc), one value per sample.
 
     d_tc (Eq. 10) = Σ (1 − Ω_ij)‖H_T^ij − H_C^ij‖² / (hw − 1): since Ω sums to 1, Σ(1 − Ω_ij) = hw − 1, so d_tc is the
     (1 − Ω)-weighted mean distance outside the estimated lesion. d_rc (Eq. 11) = the symmetric chamfer distance between
-    the positions of H_R and H_C over 2hw (misalignment-tolerant).
+    the positions of H_R and H_C over 2hw (misalignment-tolerant). With ``adaptive_reference`` d_rc is a constant
+    (computed without a graph): the level that d_tc must stay β below, not a distance that L_FT enlarges.
     """
     d_tc = weighted_feature_distance(target, counterfactual, 1 - omega)
-    d_rc = chamfer_distance(feature_map_points(reference), feature_map_points(counterfactual), reduction="mean")
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not adaptive_reference):
+        d_rc = chamfer_distance(feature_map_points(reference), feature_map_points(counterfactual), reduction="mean")
     return d_tc, d_rc
 
 
