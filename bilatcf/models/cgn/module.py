@@ -92,7 +92,7 @@ class CGN(BilateralModule):
         use_ne: bool = True,
         triplet: Triplet = "feedback",
         feedback_map: FeedbackMap = "predicted",
-        adaptive_reference: bool = False,
+        adaptive_reference: bool = True,
         margin: float = 40.0,
         variant: Variant = "none",
         level: Level = "feature",
