@@ -293,8 +293,8 @@ def test_one_training_step_updates_both_optimizers_and_counts_one_iteration(tiny
         "train/adv",
         "train/ne",
         "train/ft",
-        "train/d_tc",
-        "train/d_rc",
+        "diag/d_tc",
+        "diag/d_rc",
     } <= set(trainer.callback_metrics)
 
 
