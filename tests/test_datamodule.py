@@ -33,6 +33,16 @@ def test_malignancy_pairs_are_lesion_targets_and_healthy_matches_outside_mask(ti
     assert torch.allclose(batch.target[outside], batch.healthy[outside])
 
 
+def test_synthetic_knobs_reach_the_generator(tiny_datamodule_factory):
+    aligned = tiny_datamodule_factory(augment=False)
+    misaligned = tiny_datamodule_factory(augment=False, misalignment=0.2)
+    assert misaligned.image_source.dataset.config.misalignment == 0.2
+    assert aligned.image_source.dataset.config.misalignment == 0.0
+    first = [next(iter(dm.train_dataloader())) for dm in (aligned, misaligned)]
+    assert [m["image_id"] for m in first[0].meta] == [m["image_id"] for m in first[1].meta]
+    assert not torch.equal(first[0].reference, first[1].reference)
+
+
 def test_abnormality_task_has_normal_targets(tiny_datamodule_factory):
     datamodule = tiny_datamodule_factory(task="abnormality")
     labels = torch.tensor([p.label for p in datamodule.pairs["train"]])

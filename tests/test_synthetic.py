@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,11 +12,18 @@ from bilatcf.data.synthetic import SyntheticConfig, SyntheticDataset, generate, 
 from bilatcf.errors import ConfigError, DataError
 
 CONFIG = SyntheticConfig(num_patients=16, image_size=(64, 32), seed=3, distractor_rate=0.6, lesion_rate=0.7)
+MISALIGNED = replace(CONFIG, misalignment=0.2)
+
+
+@pytest.fixture(scope="module", params=[CONFIG, MISALIGNED], ids=["aligned", "misaligned"])
+def config(request) -> SyntheticConfig:
+    """Every ground-truth invariant must hold with and without positioning differences between the sides."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def dataset() -> SyntheticDataset:
-    return generate(CONFIG)
+def dataset(config) -> SyntheticDataset:
+    return generate(config)
 
 
 def by_patient_view(dataset):
@@ -25,11 +33,11 @@ def by_patient_view(dataset):
     return groups
 
 
-def test_same_knobs_give_identical_data_and_another_seed_does_not(dataset):
-    again = generate(CONFIG)
+def test_same_knobs_give_identical_data_and_another_seed_does_not(config, dataset):
+    again = generate(config)
     assert np.array_equal(dataset.images, again.images) and np.array_equal(dataset.masks, again.masks)
     assert dataset.records == again.records
-    other = generate(SyntheticConfig(num_patients=16, image_size=(64, 32), seed=4))
+    other = generate(replace(config, seed=4))
     assert not np.array_equal(dataset.images, other.images)
 
 
@@ -83,7 +91,35 @@ def test_lesions_are_one_sided_and_never_at_the_mirrored_position(dataset):
     assert one_sided > 0
 
 
-def test_distractors_sit_at_the_same_canonical_position_on_both_sides(dataset):
+def distractor_offsets(dataset) -> list[float]:
+    """Distance between the centroids of the left and right distractor masks of each view, in image heights."""
+    offsets = []
+    for pair in by_patient_view(dataset).values():
+        left, right = (dataset.distractor_masks[pair[s]] for s in ("L", "R"))
+        if left.any() and right.any():
+            centroids = [np.array(np.nonzero(mask)).mean(axis=1) for mask in (left, right)]
+            offsets.append(float(np.linalg.norm(centroids[0] - centroids[1])) / left.shape[0])
+    return offsets
+
+
+def test_misalignment_moves_the_sides_apart_and_zero_changes_nothing():
+    aligned = generate(CONFIG)
+    assert np.array_equal(generate(replace(CONFIG, misalignment=0.0)).images, aligned.images)
+    misaligned = generate(MISALIGNED)
+    # Same patients, anatomy and findings; only where each side's breast sits differs.
+    assert [(r.abnormal, r.malignant, r.birads) for r in misaligned.records] == [
+        (r.abnormal, r.malignant, r.birads) for r in aligned.records
+    ]
+    near, far = np.mean(distractor_offsets(aligned)), np.mean(distractor_offsets(misaligned))
+    assert near < 0.05 and far > 2 * near, (near, far)
+    with pytest.raises(ConfigError, match="misalignment"):
+        SyntheticConfig(misalignment=-0.1)
+    with pytest.raises(ConfigError, match="misalignment"):
+        SyntheticConfig(misalignment=0.3)
+
+
+def test_distractors_sit_at_the_same_canonical_position_on_both_sides():
+    dataset = generate(CONFIG)
     groups = by_patient_view(dataset)
     with_distractors = 0
     for pair in groups.values():
@@ -105,13 +141,14 @@ def test_both_views_of_a_breast_carry_the_same_finding(dataset):
     assert all(len(values) == 1 for values in finding.values())
 
 
-def test_save_load_round_trip_and_cache(dataset, tmp_path):
+def test_save_load_round_trip_and_cache(config, dataset, tmp_path):
     dataset.save(tmp_path / "d.npz")
     loaded = SyntheticDataset.load(tmp_path / "d.npz")
     assert np.array_equal(loaded.images, dataset.images) and loaded.records == dataset.records
-    first = load_or_generate(CONFIG, cache_dir=tmp_path / "cache")
-    assert (tmp_path / "cache" / "synthetic" / f"{CONFIG.key()}.npz").is_file()
-    second = load_or_generate(CONFIG, cache_dir=tmp_path / "cache")
+    assert loaded.config == config
+    first = load_or_generate(config, cache_dir=tmp_path / "cache")
+    assert (tmp_path / "cache" / "synthetic" / f"{config.key()}.npz").is_file()
+    second = load_or_generate(config, cache_dir=tmp_path / "cache")
     assert np.array_equal(first.images, second.images) and first.records == second.records
 
 
@@ -136,9 +173,9 @@ def test_preview_writes_a_png(dataset, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_patient_does_not_depend_on_how_many_are_generated(dataset):
+def test_a_patient_does_not_depend_on_how_many_are_generated(config, dataset):
     # Per-patient generators: 4 patients are the first quarter of the 16-patient run, so chunked generation is exact.
-    small = generate(SyntheticConfig(num_patients=4, image_size=(64, 32), seed=3, distractor_rate=0.6, lesion_rate=0.7))
+    small = generate(replace(config, num_patients=4))
     assert np.array_equal(small.images, dataset.images[: len(small)])
     assert np.array_equal(small.healthy, dataset.healthy[: len(small)])
     assert small.records == dataset.records[: len(small)]

@@ -62,7 +62,8 @@ SECOND_DISTRACTOR_RATE = 0.3  # a patient with distractors has a second one
 CALCIFICATION_CONTRAST_FACTOR = 2.2  # calcium attenuates far more than soft tissue
 SUSPICION_BETA = (5.0, 1.5)  # Beta(a, b) of a malignant finding's suspicion; benign findings draw Beta(b, a)
 _VIEW_CODE = {"CC": 1, "MLO": 2}
-_STREAM_PATIENT, _STREAM_ANATOMY, _STREAM_DISTRACTOR, _STREAM_SIDE, _STREAM_LESION = 0, 1, 2, 3, 4
+_STREAM_PATIENT, _STREAM_ANATOMY, _STREAM_DISTRACTOR, _STREAM_SIDE, _STREAM_LESION, _STREAM_POSITION = 0, 1, 2, 3, 4, 5
+MAX_MISALIGNMENT = 0.25
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ class SyntheticConfig:
         lesion_rate: fraction of patients with at least one lesion.
         malignant_rate: fraction of affected breasts whose finding is malignant.
         both_sides_rate: fraction of affected patients whose other breast also has a (independently drawn) finding.
+        misalignment: how differently the two breasts are positioned and compressed, as a fraction of the image height
+        (0 to 0.25). Each side's breast is shifted vertically by up to ±m·H/2, rotated by up to ±20·m degrees about
+        the middle of the chest wall and scaled by up to ±m/2, and its tissue moves inside the outline by a smooth
+        field of standard deviation m·H/4 that fades out towards the skin. At 0 (the default) the sides differ only
+        by the generator's mild elastic warp, and the pixels are those of a generator without this knob.
     """
 
     num_patients: int = 1000
@@ -91,6 +97,7 @@ class SyntheticConfig:
     lesion_rate: float = 0.5
     malignant_rate: float = 0.5
     both_sides_rate: float = 0.1
+    misalignment: float = 0.0
 
     def __post_init__(self) -> None:
         # YAML and the CLI hand over lists; the config must stay hashable and JSON-stable.
@@ -110,6 +117,12 @@ class SyntheticConfig:
         for name in ("distractor_rate", "lesion_rate", "malignant_rate", "both_sides_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"SyntheticConfig.{name} = {getattr(self, name)}: a rate must be in [0, 1].")
+        if not 0.0 <= self.misalignment <= MAX_MISALIGNMENT:
+            raise ConfigError(
+                f"SyntheticConfig.misalignment = {self.misalignment}: give a fraction of the image height in "
+                f"[0, {MAX_MISALIGNMENT}] (0: the sides differ by the mild elastic warp only; 0.1: positioning "
+                "differences of about a tenth of the height)."
+            )
 
     def key(self) -> str:
         """A short stable hash of every knob, the generator version and this module's source: the cache file name.
@@ -543,13 +556,12 @@ def _add_distractors(rng: np.random.Generator, canonical: np.ndarray, distractor
     return np.dstack([intensity, breast, pectoral, weights])
 
 
-def _warp(rng: np.random.Generator, canonical: np.ndarray) -> np.ndarray:
-    """One side's version of the shared anatomy: a smooth random elastic field plus a slight scale and shift.
+def _warp_maps(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sampling maps of one side's mild warp: a smooth random elastic field plus a slight scale and shift.
 
     Why: real left and right breasts are similar but never mirror images; a bilateral model must compare structures,
     not subtract pixels.
     """
-    height, width = canonical.shape[:2]
     grid = rng.normal(0.0, 0.012 * height, (2, 4, 3)).astype(np.float32)
     dx = cv2.resize(grid[0], (width, height), interpolation=cv2.INTER_CUBIC)
     dy = cv2.resize(grid[1], (width, height), interpolation=cv2.INTER_CUBIC)
@@ -559,10 +571,61 @@ def _warp(rng: np.random.Generator, canonical: np.ndarray) -> np.ndarray:
     rows = np.arange(height, dtype=np.float32)[:, None]
     map_x = (cols - shift_x) / scale + dx
     map_y = height / 2 + (rows - height / 2 - shift_y) / scale + dy
-    # Reflection continues the tissue across the chest wall and the top edge; a replicated border smears the edge
-    # column into horizontal streaks wherever the warp samples left of the chest wall.
-    map_x, map_y = map_x.astype(np.float32), map_y.astype(np.float32)
-    return cv2.remap(canonical, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return map_x.astype(np.float32), map_y.astype(np.float32)
+
+
+def _misalign(
+    rng: np.random.Generator, canonical: np.ndarray, misalignment: float, map_x: np.ndarray, map_y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Compose ``(map_x, map_y)`` with a positioning and compression difference of size ``misalignment``.
+
+    The side is ``canonical`` seen through tissue displacement (inside the breast, fading to 0 at the skin line, so
+    the outline stays), then a rotation about the middle of the chest wall, a scale and a vertical shift. The maps are
+    composed analytically rather than remapping twice, so the side's pixels are interpolated once, as at 0.
+    """
+    height, width = canonical.shape[:2]
+    angle = np.deg2rad(20.0 * misalignment * rng.uniform(-1.0, 1.0))
+    scale = 1.0 + 0.5 * misalignment * rng.uniform(-1.0, 1.0)
+    shift_y = 0.5 * misalignment * height * rng.uniform(-1.0, 1.0)
+    grid = rng.normal(0.0, 0.25 * misalignment * height, (2, 4, 3)).astype(np.float32)
+    inside = np.ascontiguousarray((canonical[..., 1] > 0.5).astype(np.uint8))
+    # A long ramp from the skin keeps the field's gradient small: tissue shifts as a whole, it is not sheared.
+    fade = np.clip(cv2.distanceTransform(inside, cv2.DIST_L2, 3) / (0.5 * width), 0.0, 1.0)
+    displacement = [cv2.resize(g, (width, height), interpolation=cv2.INTER_CUBIC) * fade for g in grid]
+    # Inverse rigid motion: from this side's pixel back to the canonical frame (pivot: chest wall, mid-height).
+    y = (map_y - height / 2 - shift_y) / scale
+    x = map_x / scale
+    cos, sin = np.cos(angle), np.sin(angle)
+    rigid_x = (cos * x + sin * y).astype(np.float32)
+    rigid_y = (height / 2 - sin * x + cos * y).astype(np.float32)
+    dx, dy = (cv2.remap(d.astype(np.float32), rigid_x, rigid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+              for d in displacement)
+    return rigid_x + dx, rigid_y + dy
+
+
+def _padded(canonical: np.ndarray, pad: int) -> np.ndarray:
+    """``canonical`` with a ``pad``-pixel border: tissue reflected across the chest wall (left) and across the top
+    edge when the breast reaches it (the MLO axilla), background (0) elsewhere, so a large motion never mirrors an
+    outline back into the breast."""
+    padded = cv2.copyMakeBorder(canonical, 0, 0, pad, 0, cv2.BORDER_REFLECT_101)
+    top = cv2.BORDER_REFLECT_101 if canonical[0, :, 1].max() > 0.5 else cv2.BORDER_CONSTANT
+    padded = cv2.copyMakeBorder(padded, pad, 0, 0, 0, top, value=0)
+    return cv2.copyMakeBorder(padded, 0, pad, 0, pad, cv2.BORDER_CONSTANT, value=0)
+
+
+def _warp(rng: np.random.Generator, canonical: np.ndarray, misalignment: float = 0.0,
+          position_rng: np.random.Generator | None = None) -> np.ndarray:
+    """One side's version of the shared anatomy: the mild warp, plus ``misalignment`` (drawn from ``position_rng``)."""
+    height, width = canonical.shape[:2]
+    map_x, map_y = _warp_maps(rng, height, width)
+    if misalignment == 0.0:
+        # Reflection continues the tissue across the chest wall and the top edge; a replicated border smears the edge
+        # column into horizontal streaks wherever the warp samples left of the chest wall.
+        return cv2.remap(canonical, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    map_x, map_y = _misalign(position_rng, canonical, misalignment, map_x, map_y)
+    pad = int(np.ceil(0.4 * height))
+    return cv2.remap(_padded(canonical, pad), map_x + pad, map_y + pad, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 # ----------------------------------------------------------------------------------------------------- one patient
@@ -606,7 +669,9 @@ def _render_patient(config: SyntheticConfig, index: int, patient: _Patient) -> l
         blocked = np.zeros(config.image_size, bool)
         for side in (0, 1):
             rng = _rng(config, index, _STREAM_SIDE, code, side)
-            result = _render_side(rng, _warp(rng, canonical), patient.findings[side], blocked)
+            position = _rng(config, index, _STREAM_POSITION, code, side)
+            warped = _warp(rng, canonical, config.misalignment, position)
+            result = _render_side(rng, warped, patient.findings[side], blocked)
             blocked = result.mask > 0  # never a lesion at the mirrored position of the other side's lesion
             rendered.append(result)
     return rendered
