@@ -62,12 +62,20 @@ def _add_synthetic_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_patients", type=int, default=1000)
     parser.add_argument("--image_size", type=int, nargs=2, default=(256, 128), metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--misalignment",
+        type=float,
+        default=0.0,
+        help="positioning/compression difference between the two breasts, as a fraction of the height (0 to 0.25)",
+    )
 
 
 def _synthetic(ns: argparse.Namespace):
     from bilatcf.data.synthetic import SyntheticConfig, load_or_generate
 
-    config = SyntheticConfig(num_patients=ns.num_patients, image_size=tuple(ns.image_size), seed=ns.seed)
+    config = SyntheticConfig(
+        num_patients=ns.num_patients, image_size=tuple(ns.image_size), seed=ns.seed, misalignment=ns.misalignment
+    )
     return load_or_generate(config, progress=True)
 
 
