@@ -8,6 +8,9 @@ written into every docs page that has the `<!-- quality:<name>:start -->` / `<!-
     python benchmarks/quality.py --name calibration --configs configs/models/vanilla.yaml configs/models/sbf.yaml \
         --seeds 0 1 2 -- --trainer.max_epochs 6
 
+``--merge A B`` trains nothing: it pools the runs of earlier result sets ``A`` and ``B`` (e.g. more seeds of the same
+command, added later) into ``<name>``, keeping each run's git and naming every source command in the table.
+
 ``--jobs 2`` trains two runs at a time, each on half the CPU threads. On the 2-core reference machine two one-thread CGN
 runs side by side trained in 506 s each (253 s a run), one two-thread run alone in 293 s. ``train_seconds`` depends on
 ``--jobs``; the other metrics may differ in the last digits (the thread count changes the order of float sums).
@@ -84,10 +87,12 @@ def summarise(rows: list[dict]) -> list[dict]:
     return summary
 
 
-def render(summary: list[dict], command: str, sha: str) -> str:
+def render(summary: list[dict], command: str, sha: str | None = None) -> str:
+    """The markdown table; ``command`` with ``sha``: one invocation, without: a ready-made provenance sentence."""
     columns = [c for c in COLUMNS if any(c in s for s in summary)]
+    source = f"Command: `{command}` (git {sha}, {datetime.date.today().isoformat()})" if sha else command
     lines = [
-        f"Command: `{command}` (git {sha}, {datetime.date.today().isoformat()}); mean ± sd over seeds.",
+        f"{source}; mean ± sd over seeds.",
         "",
         "| config | runs | " + " | ".join(c.removeprefix("test/") for c in columns) + " |",
         "|---|---:|" + "---:|" * len(columns),
@@ -107,17 +112,48 @@ def update_docs(name: str, markdown: str) -> None:
             page.write_text(f"{head}{start}\n{markdown}{end}{rest.split(end, 1)[1]}")
 
 
+def merge(name: str, sources: list[str]) -> None:
+    """Pool the rows of ``benchmarks/results/<source>.csv`` into ``<name>`` (no training)."""
+    rows, provenance = [], []
+    for source in sources:
+        csv_path, md_path = RESULTS / f"{source}.csv", RESULTS / f"{source}.md"
+        if not csv_path.is_file() or not md_path.is_file():
+            raise SystemExit(f"--merge {source}: {csv_path} or {md_path} is missing; run that result set first.")
+        with open(csv_path, newline="") as handle:
+            rows += list(csv.DictReader(handle))
+        provenance.append(md_path.read_text().splitlines()[0].removesuffix("; mean ± sd over seeds."))
+    seen = [(row["config"], row["seed"]) for row in rows]
+    if len(set(seen)) != len(seen):
+        raise SystemExit(f"--merge {' '.join(sources)}: a (config, seed) run appears twice; merge disjoint sets.")
+    with open(RESULTS / f"{name}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["config", "seed", *COLUMNS, "git"])
+        writer.writeheader()
+        writer.writerows({key: row.get(key, "") for key in writer.fieldnames} for row in rows)
+    sentence = "Runs pooled by `python benchmarks/quality.py --name " + name + " --merge " + " ".join(sources)
+    sentence += "` from: " + "; ".join(provenance)
+    markdown = render(summarise(rows), sentence)
+    (RESULTS / f"{name}.md").write_text(markdown)
+    update_docs(name, markdown)
+    print(markdown)
+
+
 def main() -> None:
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="results name (file stem and docs marker)")
-    parser.add_argument("--configs", nargs="+", required=True, help="model/ablation YAMLs")
+    parser.add_argument("--configs", nargs="+", help="model/ablation YAMLs")
+    parser.add_argument("--merge", nargs="+", metavar="NAME", help="pool earlier result sets instead of training")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--root", default="runs/quality", help="where the runs are kept")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time (CPU threads are shared)")
     args = parser.parse_args(argv)
+    if args.merge:
+        merge(args.name, args.merge)
+        return
+    if not args.configs:
+        parser.error("give --configs (the runs to train) or --merge (earlier result sets to pool)")
     sha = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
