@@ -112,6 +112,18 @@ def update_docs(name: str, markdown: str) -> None:
             page.write_text(f"{head}{start}\n{markdown}{end}{rest.split(end, 1)[1]}")
 
 
+def write_results(name: str, rows: list[dict], markdown: str) -> None:
+    """``<name>.csv`` (one row per run, with its git), ``<name>.md``, and the docs pages that carry the markers."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f"{name}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["config", "seed", *COLUMNS, "git"])
+        writer.writeheader()
+        writer.writerows({key: row.get(key, "") for key in writer.fieldnames} for row in rows)
+    (RESULTS / f"{name}.md").write_text(markdown)
+    update_docs(name, markdown)
+    print(markdown)
+
+
 def merge(name: str, sources: list[str]) -> None:
     """Pool the rows of ``benchmarks/results/<source>.csv`` into ``<name>`` (no training)."""
     rows, provenance = [], []
@@ -125,16 +137,9 @@ def merge(name: str, sources: list[str]) -> None:
     seen = [(row["config"], row["seed"]) for row in rows]
     if len(set(seen)) != len(seen):
         raise SystemExit(f"--merge {' '.join(sources)}: a (config, seed) run appears twice; merge disjoint sets.")
-    with open(RESULTS / f"{name}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["config", "seed", *COLUMNS, "git"])
-        writer.writeheader()
-        writer.writerows({key: row.get(key, "") for key in writer.fieldnames} for row in rows)
     sentence = "Runs pooled by `python benchmarks/quality.py --name " + name + " --merge " + " ".join(sources)
     sentence += "` from: " + "; ".join(provenance)
-    markdown = render(summarise(rows), sentence)
-    (RESULTS / f"{name}.md").write_text(markdown)
-    update_docs(name, markdown)
-    print(markdown)
+    write_results(name, rows, render(summarise(rows), sentence))
 
 
 def main() -> None:
@@ -169,16 +174,8 @@ def main() -> None:
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         rows = list(pool.map(run, runs))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / f"{args.name}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["config", "seed", *COLUMNS, "git"])
-        writer.writeheader()
-        writer.writerows({**row, "git": sha} for row in rows)
     command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
-    markdown = render(summarise(rows), command, sha)
-    (RESULTS / f"{args.name}.md").write_text(markdown)
-    update_docs(args.name, markdown)
-    print(markdown)
+    write_results(args.name, [{**row, "git": sha} for row in rows], render(summarise(rows), command, sha))
 
 
 if __name__ == "__main__":
