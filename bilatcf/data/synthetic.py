@@ -613,8 +613,9 @@ def _padded(canonical: np.ndarray, pad: int) -> np.ndarray:
     return cv2.copyMakeBorder(padded, 0, pad, 0, pad, cv2.BORDER_CONSTANT, value=0)
 
 
-def _warp(rng: np.random.Generator, canonical: np.ndarray, misalignment: float = 0.0,
-          position_rng: np.random.Generator | None = None) -> np.ndarray:
+def _warp(
+    rng: np.random.Generator, canonical: np.ndarray, misalignment: float, position_rng: np.random.Generator
+) -> np.ndarray:
     """One side's version of the shared anatomy: the mild warp, plus ``misalignment`` (drawn from ``position_rng``)."""
     height, width = canonical.shape[:2]
     map_x, map_y = _warp_maps(rng, height, width)
