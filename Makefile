@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python benchmarks/speed.py
 
 lint: install
+	$(BIN)/ruff format --check bilatcf tests benchmarks
 	$(BIN)/ruff check bilatcf tests benchmarks
 
 clean:

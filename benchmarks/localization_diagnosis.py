@@ -60,15 +60,21 @@ def main() -> None:
     print(f"model {name}, {n} test pairs")
     print(f"class correct: {sum(correct) / n:.3f}")
     print(f"top-1 loc error: {1 - sum(c and h for c, h in zip(correct, hit)) / n:.3f}")
-    print(f"IoU >= 0.1 whatever the class: predicted-class map {sum(hit) / n:.3f}, "
-          f"malignant-class map {sum(hit_malignant) / n:.3f}")
-    print(f"median CAM box area (fraction of the image): {statistics.median(areas):.3f}; "
-          f"median IoU: {statistics.median(ious):.3f}")
+    print(
+        f"IoU >= 0.1 whatever the class: predicted-class map {sum(hit) / n:.3f}, "
+        f"malignant-class map {sum(hit_malignant) / n:.3f}"
+    )
+    print(
+        f"median CAM box area (fraction of the image): {statistics.median(areas):.3f}; "
+        f"median IoU: {statistics.median(ious):.3f}"
+    )
     for label, cls in (("benign", 0), ("malignant", 1)):
         rows = [k for k in range(n) if predicted[k] == cls]
         if rows:
-            print(f"predicted {label} ({len(rows)} pairs): IoU >= 0.1 for {sum(hit[k] for k in rows) / len(rows):.3f}, "
-                  f"CAM peak outside the breast for {sum(peak_outside[k] for k in rows) / len(rows):.3f}")
+            print(
+                f"predicted {label} ({len(rows)} pairs): IoU >= 0.1 for {sum(hit[k] for k in rows) / len(rows):.3f}, "
+                f"CAM peak outside the breast for {sum(peak_outside[k] for k in rows) / len(rows):.3f}"
+            )
 
 
 if __name__ == "__main__":

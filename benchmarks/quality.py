@@ -2,8 +2,7 @@
 
 Each (model config, seed) is one `bilatcf fit` run (training, then testing the best checkpoint); its `metrics.json` is
 collected into `benchmarks/results/<name>.csv` (one row per run) and `<name>.md` (mean ± sd per config), and the table
-is
-written into every docs page that has the `<!-- quality:<name>:start -->` / `<!-- quality:<name>:end -->` markers.
+is written into every docs page that has the `<!-- quality:<name>:start -->` / `<!-- quality:<name>:end -->` markers.
 
     python benchmarks/quality.py --name calibration --configs configs/models/vanilla.yaml configs/models/sbf.yaml \
         --seeds 0 1 2 -- --trainer.max_epochs 6
@@ -168,8 +167,10 @@ def main() -> None:
     def run(job: tuple[str, int]) -> dict:
         config, seed = job
         metrics = run_one(config, seed, Path(args.root) / args.name, extra, threads)
-        print(f"{Path(config).stem} seed {seed}: auc {metrics.get('test/auc')} "
-              f"loc_error {metrics.get('test/loc_error')}", flush=True)
+        print(
+            f"{Path(config).stem} seed {seed}: auc {metrics.get('test/auc')} loc_error {metrics.get('test/loc_error')}",
+            flush=True,
+        )
         return {"config": Path(config).stem, "seed": seed, **{c: metrics.get(c, "") for c in COLUMNS}}
 
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:

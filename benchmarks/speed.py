@@ -1,12 +1,9 @@
 """Training and inference throughput (pairs/s) and peak memory of every registered model, with each model's cost ratio
-to
-``sbf`` (two backbone passes: the floor of any bilateral method) measured in the same run.
+to ``sbf`` (two backbone passes: the floor of any bilateral method) measured in the same run.
 
 Each model runs in its own process (clean peak-memory reading), on the same fixed synthetic batch repeated, so data
-loading
-is excluded: this measures the method. Results go to ``benchmarks/results/speed.{csv,md}`` and into
-``docs/benchmarks.md``
-between the ``speed`` markers.
+loading is excluded: this measures the method. Results go to ``benchmarks/results/speed.{csv,md}`` and into
+``docs/benchmarks.md`` between the ``speed`` markers.
 
     python benchmarks/speed.py                       # every model, resnet18, 128×64, batch 16
     python benchmarks/speed.py --models sbf cgn --backbone test_resnet --steps 5

@@ -2,9 +2,8 @@
 ``explain``.
 
 ``bilatcf fit --model cgn`` trains on the synthetic default, tests the best checkpoint and writes ``metrics.json`` in
-the run
-directory. ``--model`` takes the lowercase registry name; everything else is standard LightningCLI (``--config``,
-``--print_config``, ``--seed_everything``, a saved ``config.yaml`` per run).
+the run directory. ``--model`` takes the lowercase registry name; everything else is standard LightningCLI
+(``--config``, ``--print_config``, ``--seed_everything``, a saved ``config.yaml`` per run).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """User-facing errors.
 
 Every error raised on bad input is a :class:`BilatcfError`: the CLI prints its message as one paragraph (no traceback
-wall),
-so a message must say what was wrong, where (file, row, field) and what to do about it.
+wall), so a message must say what was wrong, where (file, row, field) and what to do about it.
 """
 
 

@@ -52,8 +52,11 @@ def _draw_lesions(ax: Any, sample: dict[str, Any], row: int) -> None:
             ax.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
     boxes = sample["boxes"][row] if "boxes" in sample else []
     for x0, y0, x1, y1 in boxes:  # continuous pixel coordinates; imshow centres pixel j at j
-        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", linestyle="--",
-                               linewidth=0.8))
+        ax.add_patch(
+            Rectangle(
+                (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", linestyle="--", linewidth=0.8
+            )
+        )
 
 
 def _residual(sample: dict[str, Any], row: int) -> Any:
@@ -104,8 +107,10 @@ def pair_panel(sample: dict[str, Any], path: str | Path) -> Path:
 
     for key in ("target", "reference"):
         if key not in sample:
-            raise DataError(f"pair_panel needs '{key}' in the sample dict (got keys {sorted(sample)}); pass the "
-                            "model's test/predict output dict.")
+            raise DataError(
+                f"pair_panel needs '{key}' in the sample dict (got keys {sorted(sample)}); pass the "
+                "model's test/predict output dict."
+            )
     columns = _columns(sample)
     rows = sample["target"].shape[0]
     height, width = sample["target"].shape[-2:]
@@ -140,8 +145,10 @@ def roc_figure(probs: Tensor, labels: Tensor, path: str | Path) -> Path:
     known = labels >= 0
     probs, labels = probs[known], labels[known]
     if labels.numel() == 0 or labels.min() == labels.max():
-        raise DataError(f"roc_figure needs both classes among the known labels, got {labels.unique().tolist()}; "
-                        "evaluate on a split that contains positive and negative pairs.")
+        raise DataError(
+            f"roc_figure needs both classes among the known labels, got {labels.unique().tolist()}; "
+            "evaluate on a split that contains positive and negative pairs."
+        )
     fpr, tpr, _ = binary_roc(probs, labels, thresholds=None)
     auc = float(binary_auroc(probs, labels, thresholds=None))
     figure = Figure(figsize=(4, 4), layout="constrained")

@@ -33,9 +33,18 @@ def _sample(index: int) -> dict:
         target[:, 4:8, 4:8] = 0.9
         mask[:, 4:8, 4:8] = 1.0
         boxes = [[4.0, 4.0, 8.0, 8.0]]
-    return {"target": target, "reference": healthy.clone(), "target_mask": mask, "healthy": healthy,
-            "label": LABELS[index], "ref_label": 0, "asym_label": LABELS[index], "has_mask": True, "has_healthy": True,
-            "meta": {"index": index, "boxes": boxes}}
+    return {
+        "target": target,
+        "reference": healthy.clone(),
+        "target_mask": mask,
+        "healthy": healthy,
+        "label": LABELS[index],
+        "ref_label": 0,
+        "asym_label": LABELS[index],
+        "has_mask": True,
+        "has_healthy": True,
+        "meta": {"index": index, "boxes": boxes},
+    }
 
 
 class TinyData(pl.LightningDataModule):
@@ -83,13 +92,26 @@ class FakeModel(pl.LightningModule):
             if i == 6:
                 cam[row] = 0.0
                 cam[row, :, 4:8, 4:12] = 1.0
-        return {"prob": prob, "pred": (prob >= 0.5).long(), "label": batch.label, "cam": cam,
-                "target": batch.target, "reference": batch.reference, "target_mask": batch.target_mask,
-                "has_mask": batch.has_mask, "healthy": batch.healthy, "has_healthy": batch.has_healthy,
-                "boxes": [m["boxes"] for m in batch.meta], "meta": batch.meta,
-                "counterfactual": batch.healthy, "explanation": (batch.target - batch.healthy).abs(),
-                "target_features": _features(batch.target), "reference_features": _features(batch.reference),
-                "cf_features": _features(batch.healthy), "healthy_features": _features(batch.healthy)}
+        return {
+            "prob": prob,
+            "pred": (prob >= 0.5).long(),
+            "label": batch.label,
+            "cam": cam,
+            "target": batch.target,
+            "reference": batch.reference,
+            "target_mask": batch.target_mask,
+            "has_mask": batch.has_mask,
+            "healthy": batch.healthy,
+            "has_healthy": batch.has_healthy,
+            "boxes": [m["boxes"] for m in batch.meta],
+            "meta": batch.meta,
+            "counterfactual": batch.healthy,
+            "explanation": (batch.target - batch.healthy).abs(),
+            "target_features": _features(batch.target),
+            "reference_features": _features(batch.reference),
+            "cf_features": _features(batch.healthy),
+            "healthy_features": _features(batch.healthy),
+        }
 
     def validation_step(self, batch: BilateralBatch, batch_idx: int) -> dict:
         return self.predict_step(batch, batch_idx)
@@ -99,9 +121,17 @@ class FakeModel(pl.LightningModule):
 
 
 def _trainer(tmp_path, callbacks) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                      default_root_dir=tmp_path, callbacks=callbacks)
+    return pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+    )
 
 
 def _expected_feature_fid() -> float:
@@ -129,16 +159,32 @@ def test_metrics_json_values(fitted):
     written = json.loads((root / "metrics.json").read_text())
     assert written == evaluation.results
     expected = {
-        "test/auc": 14 / 16, "test/acc": 6 / 8, "test/sensitivity": 3 / 4, "test/specificity": 3 / 4,
+        "test/auc": 14 / 16,
+        "test/acc": 6 / 8,
+        "test/sensitivity": 3 / 4,
+        "test/specificity": 3 / 4,
         "test/loc_error": 1 / 4,  # pair 2 has the wrong class; pair 6's CAM box has IoU 0.5 >= 0.1
-        "test/seg_iou": (3 + 0.5) / 4, "test/seg_ior": 1.0, "test/seg_dice": (3 + 2 / 3) / 4,
-        "test/mean_tiou": (5 + 2 * 0.75) / 7, "test/mean_tior": 1.0,
-        "test/expl_iou": 1.0, "test/expl_dice": 1.0, "test/expl_ncc": 1.0, "test/expl_ncc_std": 0.0,
-        "test/nonres_in": 1 - 0.6, "test/nonres_out": 1.0, "test/masked_ssim": 1.0,
-        "test/cf_fidelity_mae_in": 0.0, "test/cf_fidelity_mae_out": 0.0, "test/cf_fidelity_ssim_out": 1.0,
-        "test/cf_fidelity_ratio_in": 0.0, "test/cf_fidelity_ratio_out": 0.0,
-        "test/cf_fid_target_reference": _expected_feature_fid(), "test/cf_fid_target_cf": _expected_feature_fid(),
-        "test/cf_fid_cf_reference": 0.0, "test/cf_fid_target_cf_outside": 0.0,
+        "test/seg_iou": (3 + 0.5) / 4,
+        "test/seg_ior": 1.0,
+        "test/seg_dice": (3 + 2 / 3) / 4,
+        "test/mean_tiou": (5 + 2 * 0.75) / 7,
+        "test/mean_tior": 1.0,
+        "test/expl_iou": 1.0,
+        "test/expl_dice": 1.0,
+        "test/expl_ncc": 1.0,
+        "test/expl_ncc_std": 0.0,
+        "test/nonres_in": 1 - 0.6,
+        "test/nonres_out": 1.0,
+        "test/masked_ssim": 1.0,
+        "test/cf_fidelity_mae_in": 0.0,
+        "test/cf_fidelity_mae_out": 0.0,
+        "test/cf_fidelity_ssim_out": 1.0,
+        "test/cf_fidelity_ratio_in": 0.0,
+        "test/cf_fidelity_ratio_out": 0.0,
+        "test/cf_fid_target_reference": _expected_feature_fid(),
+        "test/cf_fid_target_cf": _expected_feature_fid(),
+        "test/cf_fid_cf_reference": 0.0,
+        "test/cf_fid_target_cf_outside": 0.0,
     }
     for key, value in expected.items():
         tolerance = 1e-4 if "ssim" in key else 1e-6  # float32 SSIM of identical images is 1 − 3e-5
@@ -174,14 +220,29 @@ def test_suite_omits_what_a_model_does_not_produce():
     suite = EvaluationSuite(num_bootstrap=10)
     batch = BilateralBatch.collate([_sample(i) for i in range(4)])
     outputs = FakeModel().predict_step(batch)
-    for key in ("counterfactual", "explanation", "target_features", "reference_features", "cf_features",
-                "healthy_features"):
+    for key in (
+        "counterfactual",
+        "explanation",
+        "target_features",
+        "reference_features",
+        "cf_features",
+        "healthy_features",
+    ):
         del outputs[key]
     outputs["label"] = torch.tensor([1, 1, 1, 1])  # one class only: AUC undefined
     suite.update(outputs)
     results = suite.compute()
-    assert sorted(results) == ["acc", "loc_error", "mean_tior", "mean_tiou", "num_pairs", "seg_dice", "seg_ior",
-                               "seg_iou", "sensitivity"]
+    assert sorted(results) == [
+        "acc",
+        "loc_error",
+        "mean_tior",
+        "mean_tiou",
+        "num_pairs",
+        "seg_dice",
+        "seg_ior",
+        "seg_iou",
+        "sensitivity",
+    ]
     assert results["sensitivity"] == pytest.approx(2 / 4) and math.isfinite(results["loc_error"])
 
 

@@ -14,9 +14,22 @@ from bilatcf.errors import DataError
 
 
 def _record(image_id: str, laterality: str = "L", **changes) -> ImageRecord:
-    fields = dict(dataset="toy", patient_id="p1", study_id="s1", image_id=image_id, path=f"images/{image_id}.png",
-                  laterality=laterality, view="CC", abnormal=1, malignant=0, birads="3", density="B", split="train",
-                  boxes=((10.0, 20.0, 30.0, 45.5),), mask_path=f"masks/{image_id}.png")
+    fields = dict(
+        dataset="toy",
+        patient_id="p1",
+        study_id="s1",
+        image_id=image_id,
+        path=f"images/{image_id}.png",
+        laterality=laterality,
+        view="CC",
+        abnormal=1,
+        malignant=0,
+        birads="3",
+        density="B",
+        split="train",
+        boxes=((10.0, 20.0, 30.0, 45.5),),
+        mask_path=f"masks/{image_id}.png",
+    )
     return ImageRecord(**{**fields, **changes})
 
 
@@ -34,9 +47,22 @@ def _write_rows(path: Path, rows: list[dict[str, str]], header=MANIFEST_COLUMNS)
 
 
 def _good_row(image_id: str, **changes) -> dict[str, str]:
-    row = dict(dataset="toy", patient_id="p1", study_id="s1", image_id=image_id, path=f"{image_id}.png",
-               laterality="L", view="CC", abnormal="1", malignant="0", birads="", density="", split="",
-               boxes="", mask_path="")
+    row = dict(
+        dataset="toy",
+        patient_id="p1",
+        study_id="s1",
+        image_id=image_id,
+        path=f"{image_id}.png",
+        laterality="L",
+        view="CC",
+        abnormal="1",
+        malignant="0",
+        birads="",
+        density="",
+        split="",
+        boxes="",
+        mask_path="",
+    )
     return {**row, **changes}
 
 
@@ -45,8 +71,10 @@ def test_round_trip_resolves_relative_paths_against_the_csv_folder(tmp_path):
     _touch(tmp_path, "images/a.png", "images/b.png", "masks/a.png")
     write_manifest(records, tmp_path / "manifest.csv")
     loaded = read_manifest(tmp_path / "manifest.csv")
-    expected = [replace(records[0], path=str(tmp_path / "images/a.png"), mask_path=str(tmp_path / "masks/a.png")),
-                replace(records[1], path=str(tmp_path / "images/b.png"))]
+    expected = [
+        replace(records[0], path=str(tmp_path / "images/a.png"), mask_path=str(tmp_path / "masks/a.png")),
+        replace(records[1], path=str(tmp_path / "images/b.png")),
+    ]
     assert loaded == expected
 
 
@@ -66,8 +94,16 @@ def test_root_argument_overrides_the_csv_folder(tmp_path):
 
 
 def test_values_are_normalised(tmp_path):
-    row = _good_row("a", laterality=" right ", view="mlo", abnormal="", malignant=" -1", density="c", split="Test",
-                    boxes=" [[0, 0, 5, 6]] ")
+    row = _good_row(
+        "a",
+        laterality=" right ",
+        view="mlo",
+        abnormal="",
+        malignant=" -1",
+        density="c",
+        split="Test",
+        boxes=" [[0, 0, 5, 6]] ",
+    )
     _write_rows(tmp_path / "m.csv", [row])
     record = read_manifest(tmp_path / "m.csv", check_files=False)[0]
     assert (record.laterality, record.view, record.abnormal, record.malignant) == ("R", "MLO", -1, -1)
@@ -77,26 +113,32 @@ def test_values_are_normalised(tmp_path):
 def test_every_problem_is_reported_with_row_and_column(tmp_path):
     _touch(tmp_path, "ok.png", "dup.png")
     rows = [
-        _good_row("ok"),                                       # row 2
-        _good_row("x1", laterality="X"),                       # row 3
-        _good_row("x2", view="AP"),                            # row 4
-        _good_row("x3", abnormal="yes"),                       # row 5
-        _good_row("x4", boxes="[[1, 2, 3]"),                   # row 6: malformed JSON
-        _good_row("x5", boxes="[[5, 2, 3, 4]]"),               # row 7: x0 >= x1
-        _good_row("x6", split="holdout"),                      # row 8
-        _good_row("missing"),                                  # row 9: image file does not exist
+        _good_row("ok"),  # row 2
+        _good_row("x1", laterality="X"),  # row 3
+        _good_row("x2", view="AP"),  # row 4
+        _good_row("x3", abnormal="yes"),  # row 5
+        _good_row("x4", boxes="[[1, 2, 3]"),  # row 6: malformed JSON
+        _good_row("x5", boxes="[[5, 2, 3, 4]]"),  # row 7: x0 >= x1
+        _good_row("x6", split="holdout"),  # row 8
+        _good_row("missing"),  # row 9: image file does not exist
         _good_row("dup", path="dup.png", mask_path="nomask.png"),  # row 10: mask file does not exist
-        _good_row("dup", path="dup.png"),                      # row 11: duplicate image_id
+        _good_row("dup", path="dup.png"),  # row 11: duplicate image_id
     ]
     _write_rows(tmp_path / "manifest.csv", rows)
     with pytest.raises(DataError) as error:
         read_manifest(tmp_path / "manifest.csv")
     message = str(error.value)
-    for expected in ("row 3, column 'laterality': 'X' is not L or R", "row 4, column 'view': 'AP'",
-                     "row 5, column 'abnormal': 'yes'", "row 6, column 'boxes'",
-                     "row 7, column 'boxes': box [5, 2, 3, 4]",
-                     "row 8, column 'split': 'holdout'", "row 9, column 'path'", "row 10, column 'mask_path'",
-                     "row 10, column 'image_id': 'dup' of dataset 'toy' also appears in manifest.csv row 11"):
+    for expected in (
+        "row 3, column 'laterality': 'X' is not L or R",
+        "row 4, column 'view': 'AP'",
+        "row 5, column 'abnormal': 'yes'",
+        "row 6, column 'boxes'",
+        "row 7, column 'boxes': box [5, 2, 3, 4]",
+        "row 8, column 'split': 'holdout'",
+        "row 9, column 'path'",
+        "row 10, column 'mask_path'",
+        "row 10, column 'image_id': 'dup' of dataset 'toy' also appears in manifest.csv row 11",
+    ):
         assert expected in message
     assert "row 2," not in message
     assert "9 problem(s)" in message and "more" not in message  # rows that fail to parse are not checked for files
@@ -146,8 +188,9 @@ def test_reading_never_modifies_the_file(tmp_path):
 
 def test_validate_records(tmp_path):
     assert validate_records([_record("a"), _record("b", "R")], check_files=False) == []
-    problems = validate_records([_record("a", laterality="X"), _record("b", boxes=((1, 1, 1, 2),)), _record("b")],
-                                check_files=False)
+    problems = validate_records(
+        [_record("a", laterality="X"), _record("b", boxes=((1, 1, 1, 2),)), _record("b")], check_files=False
+    )
     assert len(problems) == 3
     assert problems[0].startswith("record 0 (image_id 'a'), column 'laterality'")
     assert problems[1].startswith("record 1 (image_id 'b'), column 'boxes'")

@@ -69,8 +69,9 @@ def test_lesion_positions_mark_any_touched_cell():
 
 def test_frechet_distance_diagonal_and_non_commuting_cases():
     # Diagonal: Σ (√σ1 − √σ2)² + ‖Δμ‖² = (1−2)² + (2−3)² + 1 + 1.
-    fd = frechet_distance(torch.zeros(2), torch.diag(torch.tensor([1.0, 4.0])), torch.ones(2),
-                          torch.diag(torch.tensor([4.0, 9.0])))
+    fd = frechet_distance(
+        torch.zeros(2), torch.diag(torch.tensor([1.0, 4.0])), torch.ones(2), torch.diag(torch.tensor([4.0, 9.0]))
+    )
     assert float(fd) == pytest.approx(4.0)
     # Non-commuting: Σ1Σ2 = [[2, 3], [1, 6]]; for a 2×2 matrix Tr √M = √(Tr M + 2√det M) = √(8 + 2·3).
     cov1, cov2 = torch.tensor([[2.0, 1.0], [1.0, 2.0]]), torch.diag(torch.tensor([1.0, 3.0]))
@@ -120,8 +121,14 @@ def test_feature_fidelity_ratio_by_hand():
     healthy = torch.zeros(3, 2, 2)
     healthy[1] = float("nan")  # no true healthy image for row 1: must not be read
     metric = FeatureFidelityRatio()
-    metric.update(target[:, None], cf[:, None], lesion, has_mask=torch.tensor([True, True, False]),
-                  healthy_features=healthy[:, None], has_healthy=torch.tensor([True, False, True]))
+    metric.update(
+        target[:, None],
+        cf[:, None],
+        lesion,
+        has_mask=torch.tensor([True, True, False]),
+        healthy_features=healthy[:, None],
+        has_healthy=torch.tensor([True, False, True]),
+    )
     result = {k: float(v) for k, v in metric.compute().items()}
     # Inside (row 0 only): ‖H_C − H_true‖ = 1, ‖H_T − H_true‖ = 2.
     # Outside (rows 0, 1; 3 positions each): ‖H_C − H_T‖² = 1 (row 0, pos (1,1)), ‖H_T‖² = 3 + 12.

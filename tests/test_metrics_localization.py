@@ -46,12 +46,15 @@ def test_diagonal_pixels_are_one_component():
     assert heatmap_to_box(cam) == (1.0, 1.0, 4.0, 4.0)
 
 
-@pytest.mark.parametrize(("a", "b", "expected"), [
-    ((0, 0, 2, 2), (1, 1, 3, 3), 1 / 7),  # intersection 1, union 4 + 4 − 1
-    ((0, 0, 2, 2), (2, 0, 4, 2), 0.0),  # touching edges
-    ((1, 2, 5, 4), (1, 2, 5, 4), 1.0),
-    ((0, 0, 4, 4), (0, 0, 2, 1), 2 / 16),  # contained
-])
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ((0, 0, 2, 2), (1, 1, 3, 3), 1 / 7),  # intersection 1, union 4 + 4 − 1
+        ((0, 0, 2, 2), (2, 0, 4, 2), 0.0),  # touching edges
+        ((1, 2, 5, 4), (1, 2, 5, 4), 1.0),
+        ((0, 0, 4, 4), (0, 0, 2, 1), 2 / 16),  # contained
+    ],
+)
 def test_box_iou(a, b, expected):
     assert box_iou(a, b) == pytest.approx(expected)
 
@@ -65,15 +68,17 @@ def _blob_cam(size: int, box: tuple[int, int, int, int]) -> torch.Tensor:
 
 def test_top1_loc_error_needs_right_class_and_overlap():
     gt = [0.0, 0.0, 4.0, 4.0]
-    cams = torch.stack([
-        _blob_cam(16, (0, 0, 4, 4)),  # right class, on the lesion → correct
-        _blob_cam(16, (10, 10, 14, 14)),  # right class, elsewhere → wrong
-        _blob_cam(16, (0, 0, 4, 4)),  # on the lesion, wrong class → wrong
-        _blob_cam(16, (0, 0, 2, 1)),  # right class, IoU 2/16 = 0.125 >= 0.1 → correct
-        _blob_cam(16, (0, 0, 1, 1)),  # right class, IoU 1/16 < 0.1 → wrong
-        _blob_cam(16, (0, 0, 4, 4)),  # no GT box → not counted
-        _blob_cam(16, (0, 0, 4, 4)),  # unknown label → not counted
-    ])
+    cams = torch.stack(
+        [
+            _blob_cam(16, (0, 0, 4, 4)),  # right class, on the lesion → correct
+            _blob_cam(16, (10, 10, 14, 14)),  # right class, elsewhere → wrong
+            _blob_cam(16, (0, 0, 4, 4)),  # on the lesion, wrong class → wrong
+            _blob_cam(16, (0, 0, 2, 1)),  # right class, IoU 2/16 = 0.125 >= 0.1 → correct
+            _blob_cam(16, (0, 0, 1, 1)),  # right class, IoU 1/16 < 0.1 → wrong
+            _blob_cam(16, (0, 0, 4, 4)),  # no GT box → not counted
+            _blob_cam(16, (0, 0, 4, 4)),  # unknown label → not counted
+        ]
+    )
     pred = torch.tensor([1, 0, 1, 1, 0, 1, 1])
     label = torch.tensor([1, 0, 0, 1, 0, 1, -1])
     boxes = [[gt], [gt], [gt], [[9.0, 9.0, 10.0, 10.0], gt], [gt], [], [gt]]

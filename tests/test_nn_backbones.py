@@ -13,12 +13,16 @@ from bilatcf.nn.backbones import create_backbone
 IMAGE = torch.rand(2, 1, 64, 32)
 
 
-@pytest.mark.parametrize(("name", "output_stride", "channels", "stride", "size"), [
-    ("test_resnet", None, 96, 32, (2, 1)),
-    ("test_resnet", 8, 96, 8, (8, 4)),
-    # AlexNet: 11×11/4 conv (64→15, 32→7), two unpadded 3×3/2 max-pools (15→7→3, 7→3→1): nominal stride 16, floored map.
-    ("tv_alexnet", None, 256, 16, (3, 1)),
-])
+@pytest.mark.parametrize(
+    ("name", "output_stride", "channels", "stride", "size"),
+    [
+        ("test_resnet", None, 96, 32, (2, 1)),
+        ("test_resnet", 8, 96, 8, (8, 4)),
+        # AlexNet: 11×11/4 conv (64→15, 32→7), two unpadded 3×3/2 max-pools (15→7→3, 7→3→1):
+        # nominal stride 16, floored map.
+        ("tv_alexnet", None, 256, 16, (3, 1)),
+    ],
+)
 def test_backbone_reports_channels_and_stride(name, output_stride, channels, stride, size):
     backbone = create_backbone(name, in_chans=1, output_stride=output_stride)
     features = backbone(IMAGE)

@@ -26,13 +26,18 @@ def test_adain_gives_content_the_style_statistics():
     content, style = torch.randn(2, 3, 4, 5), 3 * torch.randn(2, 3, 6, 2) + 7  # spatial sizes may differ
     out = adain(content, style)
     torch.testing.assert_close(out.mean(dim=(2, 3)), style.mean(dim=(2, 3)), atol=1e-4, rtol=0)
-    torch.testing.assert_close(out.std(dim=(2, 3), correction=0), style.std(dim=(2, 3), correction=0),
-                               atol=1e-3, rtol=1e-4)
-    normalized = (content - content.mean(dim=(2, 3), keepdim=True)) / content.std(dim=(2, 3), keepdim=True,
-                                                                                   correction=0)
-    torch.testing.assert_close((out - out.mean(dim=(2, 3), keepdim=True)) / out.std(dim=(2, 3), keepdim=True,
-                                                                                     correction=0),
-                               normalized, atol=1e-4, rtol=1e-4)  # the content's pattern is kept
+    torch.testing.assert_close(
+        out.std(dim=(2, 3), correction=0), style.std(dim=(2, 3), correction=0), atol=1e-3, rtol=1e-4
+    )
+    normalized = (content - content.mean(dim=(2, 3), keepdim=True)) / content.std(
+        dim=(2, 3), keepdim=True, correction=0
+    )
+    torch.testing.assert_close(
+        (out - out.mean(dim=(2, 3), keepdim=True)) / out.std(dim=(2, 3), keepdim=True, correction=0),
+        normalized,
+        atol=1e-4,
+        rtol=1e-4,
+    )  # the content's pattern is kept
 
 
 def test_adain_keeps_bf16_dtype():
@@ -70,12 +75,15 @@ def test_resnet_generator_shape_and_range():
         ResnetGenerator(1, 1, base=4, num_blocks=1)(torch.rand(1, 1, 30, 32))
 
 
-@pytest.mark.parametrize(("size", "patches"), [
-    ((256, 256), (30, 30)),  # the pix2pix 70×70 PatchGAN: 256 → 128 → 64 → 32 → 31 → 30
-    ((64, 32), (6, 2)),  # 64 → 8 → 6; 32 → 4 → 2
-    ((32, 16), (2, 2)),  # 16 → 8 → 4 → (halving would give 2 < 3: kept) 4 → 2
-    ((8, 4), (2, 2)),  # every stride-2 layer keeps size 4 on both axes
-])
+@pytest.mark.parametrize(
+    ("size", "patches"),
+    [
+        ((256, 256), (30, 30)),  # the pix2pix 70×70 PatchGAN: 256 → 128 → 64 → 32 → 31 → 30
+        ((64, 32), (6, 2)),  # 64 → 8 → 6; 32 → 4 → 2
+        ((32, 16), (2, 2)),  # 16 → 8 → 4 → (halving would give 2 < 3: kept) 4 → 2
+        ((8, 4), (2, 2)),  # every stride-2 layer keeps size 4 on both axes
+    ],
+)
 def test_patch_discriminator_adapts_to_small_inputs(size, patches):
     discriminator = PatchDiscriminator(1, base=4, num_layers=3, norm="batch")
     assert discriminator(torch.rand(2, 1, *size)).shape == (2, 1, *patches)
@@ -120,12 +128,15 @@ def test_unknown_options_are_config_errors():
         UNet(1, 1, out_activation="relu")
 
 
-@pytest.mark.parametrize("network", [
-    lambda: UNet(1, 1, base=4, depth=3),
-    lambda: ResnetGenerator(1, 1, base=4, num_blocks=1),
-    lambda: PatchDiscriminator(1, base=4),
-    lambda: WGANCritic(1, base=4),
-])
+@pytest.mark.parametrize(
+    "network",
+    [
+        lambda: UNet(1, 1, base=4, depth=3),
+        lambda: ResnetGenerator(1, 1, base=4, num_blocks=1),
+        lambda: PatchDiscriminator(1, base=4),
+        lambda: WGANCritic(1, base=4),
+    ],
+)
 def test_every_parameter_receives_a_gradient(network):
     net = network()
     net(IMAGE).sum().backward()

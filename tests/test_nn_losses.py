@@ -18,15 +18,18 @@ from bilatcf.nn.losses import (
 )
 
 
-@pytest.mark.parametrize(("logits", "real", "mode", "expected"), [
-    ([0.0, 0.0], True, "bce", math.log(2)),
-    ([math.log(3)], True, "bce", math.log(4 / 3)),  # sigmoid(ln 3) = 3/4
-    ([math.log(3)], False, "bce", math.log(4)),
-    ([0.5, 2.0], True, "lsgan", (0.25 + 1) / 2),
-    ([0.5, 2.0], False, "lsgan", (0.25 + 4) / 2),
-    ([1.0, 3.0], True, "wgan", -2.0),
-    ([1.0, 3.0], False, "wgan", 2.0),
-])
+@pytest.mark.parametrize(
+    ("logits", "real", "mode", "expected"),
+    [
+        ([0.0, 0.0], True, "bce", math.log(2)),
+        ([math.log(3)], True, "bce", math.log(4 / 3)),  # sigmoid(ln 3) = 3/4
+        ([math.log(3)], False, "bce", math.log(4)),
+        ([0.5, 2.0], True, "lsgan", (0.25 + 1) / 2),
+        ([0.5, 2.0], False, "lsgan", (0.25 + 4) / 2),
+        ([1.0, 3.0], True, "wgan", -2.0),
+        ([1.0, 3.0], False, "wgan", 2.0),
+    ],
+)
 def test_gan_loss(logits, real, mode, expected):
     assert gan_loss(torch.tensor(logits), real, mode).item() == pytest.approx(expected, rel=1e-6)
 
@@ -56,8 +59,9 @@ def test_gradient_penalty_of_linear_critic():
 def test_gradient_penalty_flattens_per_sample():
     # D(x) = 3·x[channel 0] + 4·x[channel 1] at one pixel: per-sample norm 5 → (5 − 1)² = 16 (per channel: (4 + 9) / 2).
     weight = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)
-    assert gradient_penalty(_linear_critic(weight), torch.rand(2, 2, 1, 1), torch.rand(2, 2, 1, 1)).item() == \
-        pytest.approx(16.0, rel=1e-6)
+    assert gradient_penalty(
+        _linear_critic(weight), torch.rand(2, 2, 1, 1), torch.rand(2, 2, 1, 1)
+    ).item() == pytest.approx(16.0, rel=1e-6)
 
 
 def test_chamfer_distance_hand_computed():
@@ -73,9 +77,14 @@ def test_chamfer_distance_is_cgn_eq11_per_sample():
     torch.manual_seed(0)
     reference, counterfactual = torch.randn(2, 4, 3, 2), torch.randn(2, 4, 3, 2)
     r, c = feature_map_points(reference), feature_map_points(counterfactual)  # [B, hw, C]
-    brute = [(sum(min(((r[k, i] - c[k, j]) ** 2).sum() for j in range(6)) for i in range(6))
-              + sum(min(((c[k, i] - r[k, j]) ** 2).sum() for j in range(6)) for i in range(6))) / (2 * 3 * 2)
-             for k in range(2)]
+    brute = [
+        (
+            sum(min(((r[k, i] - c[k, j]) ** 2).sum() for j in range(6)) for i in range(6))
+            + sum(min(((c[k, i] - r[k, j]) ** 2).sum() for j in range(6)) for i in range(6))
+        )
+        / (2 * 3 * 2)
+        for k in range(2)
+    ]
     torch.testing.assert_close(chamfer_distance(r, c), torch.stack(brute), rtol=1e-5, atol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         torch.testing.assert_close(chamfer_distance(r, c), torch.stack(brute), rtol=1e-5, atol=1e-5)
@@ -118,7 +127,9 @@ def test_unknown_modes_are_config_errors():
 
 
 def test_feature_distances_accumulate_in_float32():
-    target, counterfactual = torch.zeros(1, 3, 16, 16, dtype=torch.bfloat16), torch.full((1, 3, 16, 16), 1.01,
-                                                                                             dtype=torch.bfloat16)
+    target, counterfactual = (
+        torch.zeros(1, 3, 16, 16, dtype=torch.bfloat16),
+        torch.full((1, 3, 16, 16), 1.01, dtype=torch.bfloat16),
+    )
     expected = 3 * 256 * counterfactual[0, 0, 0, 0].float().item() ** 2 / 255
     assert weighted_feature_distance(target, counterfactual).item() == pytest.approx(expected, rel=1e-6)

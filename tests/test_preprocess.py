@@ -28,6 +28,7 @@ def _breast(chest_wall_right: bool = True) -> np.ndarray:
 
 # --- image IO ---------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 def test_read_8_and_16_bit_images_scaled_by_dtype_max(tmp_path, suffix):
     for dtype in (np.uint8, np.uint16):
@@ -96,6 +97,7 @@ def test_read_mask_is_binary(tmp_path):
 
 # --- preprocessing ----------------------------------------------------------------------------------------------------
 
+
 def test_breast_mask_is_the_largest_component_including_its_dim_rim():
     image = np.zeros((64, 32), np.float32)
     image[10:54, 2:26] = 0.3  # dim tissue: 1056 px
@@ -123,19 +125,26 @@ def test_blank_image_keeps_the_full_frame():
 def test_crop_flip_resize_pad_geometry():
     output, info = preprocess(_breast(chest_wall_right=True), "R", PreprocessConfig(image_size=(40, 40)))
     # crop 24 x 48 px -> scale min(40/48, 40/24) = 5/6 -> 20 x 40 px, padded with 20 zero columns on the right
-    assert info == PreprocessInfo(original_size=(64, 32), crop_box=(4, 8, 28, 56), flipped=True,
-                                  scale=(40 / 48, 20 / 24), pad=(0, 20))
+    assert info == PreprocessInfo(
+        original_size=(64, 32), crop_box=(4, 8, 28, 56), flipped=True, scale=(40 / 48, 20 / 24), pad=(0, 20)
+    )
     assert output.shape == (40, 40) and output.dtype == np.float32 and output.max() <= 1.0
     assert not output[:, 20:].any()
     assert output[:, 0].mean() > 0.8 > 0.4 > output[:, 19].mean()  # the chest wall (bright) now on the left
     assert output[0, 0] > 0  # the marker was cropped away, the breast starts at the top-left
 
 
-@pytest.mark.parametrize("chest_wall_right, laterality, flipped", [
-    (True, "R", True), (False, "L", False),
-    (True, "L", True), (False, "RIGHT", False),  # the tag contradicts the intensity: intensity decides
-    (True, "", True), (False, "unknown", False),
-])
+@pytest.mark.parametrize(
+    "chest_wall_right, laterality, flipped",
+    [
+        (True, "R", True),
+        (False, "L", False),
+        (True, "L", True),
+        (False, "RIGHT", False),  # the tag contradicts the intensity: intensity decides
+        (True, "", True),
+        (False, "unknown", False),
+    ],
+)
 def test_orientation_follows_the_brighter_half(chest_wall_right, laterality, flipped):
     assert preprocess(_breast(chest_wall_right), laterality, PreprocessConfig())[1].flipped is flipped
 
@@ -194,13 +203,15 @@ def test_info_round_trips_through_json_and_config_is_checked():
 
 # --- cache ------------------------------------------------------------------------------------------------------------
 
+
 def _cached_setup(tmp_path, monkeypatch):
     monkeypatch.setenv("BILATCF_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "data"
     data.mkdir()
     np.save(data / "a.npy", _breast())
-    record = ImageRecord(dataset="toy", patient_id="p", study_id="s", image_id="a", path=str(data / "a.npy"),
-                         laterality="R", view="CC")
+    record = ImageRecord(
+        dataset="toy", patient_id="p", study_id="s", image_id="a", path=str(data / "a.npy"), laterality="R", view="CC"
+    )
     calls = []
 
     def compute(r: ImageRecord):

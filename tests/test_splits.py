@@ -10,13 +10,27 @@ from bilatcf.data.types import ImageRecord
 from bilatcf.errors import ConfigError, DataError
 
 
-def _cohort(num_patients: int = 50, num_malignant: int = 20, split: str = "",
-            dataset: str = "toy") -> list[ImageRecord]:
+def _cohort(
+    num_patients: int = 50, num_malignant: int = 20, split: str = "", dataset: str = "toy"
+) -> list[ImageRecord]:
     """Four images per patient; the first ``num_malignant`` patients have a malignant lesion on the left."""
-    return [ImageRecord(dataset=dataset, patient_id=f"p{i:03d}", study_id="s", image_id=f"{i}_{side}_{view}",
-                        path="x.png", laterality=side, view=view, abnormal=int(i < num_malignant and side == "L"),
-                        malignant=int(i < num_malignant and side == "L"), split=split)
-            for i in range(num_patients) for side in "LR" for view in ("CC", "MLO")]
+    return [
+        ImageRecord(
+            dataset=dataset,
+            patient_id=f"p{i:03d}",
+            study_id="s",
+            image_id=f"{i}_{side}_{view}",
+            path="x.png",
+            laterality=side,
+            view=view,
+            abnormal=int(i < num_malignant and side == "L"),
+            malignant=int(i < num_malignant and side == "L"),
+            split=split,
+        )
+        for i in range(num_patients)
+        for side in "LR"
+        for view in ("CC", "MLO")
+    ]
 
 
 def _split_of_patient(records: list[ImageRecord]) -> dict[str, str]:
@@ -58,8 +72,14 @@ def test_same_patient_id_in_two_datasets_is_two_patients():
     records = _cohort(20, 0, dataset="a") + _cohort(20, 0, dataset="b")
     result = assign_splits(records)
     per_dataset = Counter((r.dataset, r.split) for r in result if r.laterality == "L" and r.view == "CC")
-    assert per_dataset == {("a", "train"): 16, ("a", "val"): 2, ("a", "test"): 2,
-                           ("b", "train"): 16, ("b", "val"): 2, ("b", "test"): 2}
+    assert per_dataset == {
+        ("a", "train"): 16,
+        ("a", "val"): 2,
+        ("a", "test"): 2,
+        ("b", "train"): 16,
+        ("b", "val"): 2,
+        ("b", "test"): 2,
+    }
 
 
 @pytest.mark.parametrize("num_folds", [3, 5])
@@ -94,8 +114,7 @@ def test_existing_splits_are_kept_and_the_rest_is_dealt_out():
 
 
 def test_val_is_carved_from_an_official_train_split_without_val():
-    official = [replace(r, split="test" if r.patient_id >= "p040" else "train")
-                for r in _cohort(50, 20)]
+    official = [replace(r, split="test" if r.patient_id >= "p040" else "train") for r in _cohort(50, 20)]
     split = _split_of_patient(assign_splits(official, ratios=(0.8, 0.1, 0.1)))
     assert all(split[f"p{i:03d}"] == "test" for i in range(40, 50))
     assert Counter(split[f"p{i:03d}"] for i in range(40)) == {"train": 36, "val": 4}  # 0.1 / 0.9 of 40 patients
@@ -109,8 +128,18 @@ def test_a_patient_in_two_existing_splits_is_an_error():
         assign_splits(records)
 
 
-@pytest.mark.parametrize("kwargs", [{"fold": 5}, {"fold": -1}, {"fold": 0, "num_folds": 2}, {"fold": 1.0},
-                                    {"ratios": (0.5, 0.5)}, {"ratios": (1, -0.1, 0.1)}, {"ratios": (0, 0, 0)}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"fold": 5},
+        {"fold": -1},
+        {"fold": 0, "num_folds": 2},
+        {"fold": 1.0},
+        {"ratios": (0.5, 0.5)},
+        {"ratios": (1, -0.1, 0.1)},
+        {"ratios": (0, 0, 0)},
+    ],
+)
 def test_bad_options_raise_config_errors(kwargs):
     with pytest.raises(ConfigError):
         assign_splits(_cohort(10), **kwargs)

@@ -21,8 +21,16 @@ def _sample(lesion=(slice(24, 38), slice(8, 20))) -> dict:
     mask[lesion] = 1.0
     target = np.where(mask > 0, 0.95, healthy).astype(np.float32)
     box = [lesion[1].start, lesion[0].start, lesion[1].stop, lesion[0].stop]
-    return {"target": target, "reference": _texture(1), "target_mask": mask, "healthy": healthy,
-            "target_other": None, "reference_other": None, "boxes": [box], "label": 1}
+    return {
+        "target": target,
+        "reference": _texture(1),
+        "target_mask": mask,
+        "healthy": healthy,
+        "target_other": None,
+        "reference_other": None,
+        "boxes": [box],
+        "label": 1,
+    }
 
 
 def test_all_strengths_zero_is_the_identity():
@@ -35,13 +43,15 @@ def test_all_strengths_zero_is_the_identity():
 
 def test_flips_are_exact_and_boxes_use_edge_coordinates():
     sample = _sample()
-    vertical = PairedAugment(vflip=1.0, max_rotate=0.0, max_scale=0.0, max_translate=0.0)(sample,
-                                                                                            np.random.default_rng(0))
+    vertical = PairedAugment(vflip=1.0, max_rotate=0.0, max_scale=0.0, max_translate=0.0)(
+        sample, np.random.default_rng(0)
+    )
     assert np.array_equal(vertical["target"], sample["target"][::-1])
     assert np.array_equal(vertical["target_mask"], sample["target_mask"][::-1])
     assert vertical["boxes"] == [[8.0, H - 38.0, 20.0, H - 24.0]]
     horizontal = PairedAugment(hflip=1.0, vflip=0.0, max_rotate=0.0, max_scale=0.0, max_translate=0.0)(
-        sample, np.random.default_rng(0))
+        sample, np.random.default_rng(0)
+    )
     assert np.array_equal(horizontal["reference"], sample["reference"][:, ::-1])
     assert horizontal["boxes"] == [[W - 20.0, 24.0, W - 8.0, 38.0]]
 
@@ -54,7 +64,7 @@ def test_mask_and_boxes_follow_the_lesion(seed):
     bright = out["target"] > (0.95 + 0.5) / 2  # brighter than any healthy pixel: lesion (bilinear blur at the rim)
     disagree = (bright != (mask > 0)).sum()
     assert disagree <= 0.15 * mask.sum(), f"mask and image disagree on {disagree} of {mask.sum()} pixels"
-    (x0, y0, x1, y1), = out["boxes"]
+    ((x0, y0, x1, y1),) = out["boxes"]
     rows, cols = np.nonzero(mask)
     assert x0 <= cols.min() + 0.5 and cols.max() + 0.5 <= x1 and y0 <= rows.min() + 0.5 and rows.max() + 0.5 <= y1
     assert 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H
@@ -78,8 +88,9 @@ def test_intensity_is_drawn_per_side_and_shared_by_healthy_and_target():
     sample["target_other"], sample["reference_other"] = sample["target"].copy(), sample["target"].copy()
     out = augment(sample, np.random.default_rng(7))
     assert not np.allclose(out["reference"], out["target"])  # the two breasts get different exposure jitter
-    assert np.array_equal(out["target_other"], out["target"]) and np.array_equal(out["reference_other"],
-                                                                                   out["reference"])
+    assert np.array_equal(out["target_other"], out["target"]) and np.array_equal(
+        out["reference_other"], out["reference"]
+    )
     lesion_reach = np.zeros((H, W), bool)  # bilinear samples reach one pixel beyond the warped mask
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
@@ -129,8 +140,9 @@ def test_images_of_different_sizes_are_rejected():
         STRONG(sample, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("kwargs", [{"vflip": 1.5}, {"hflip": -0.1}, {"max_rotate": -1.0}, {"max_scale": 1.0},
-                                    {"intensity": -0.5}])
+@pytest.mark.parametrize(
+    "kwargs", [{"vflip": 1.5}, {"hflip": -0.1}, {"max_rotate": -1.0}, {"max_scale": 1.0}, {"intensity": -0.5}]
+)
 def test_bad_strengths_raise_config_errors(kwargs):
     with pytest.raises(ConfigError):
         PairedAugment(**kwargs)

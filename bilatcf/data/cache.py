@@ -47,8 +47,9 @@ class PreprocessedCache:
         self.root = Path(root) if root is not None else cache_dir() / "preprocessed"
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def get_or_compute(self, record: ImageRecord, config: PreprocessConfig,
-                       fn: Preprocessor) -> tuple[np.ndarray, PreprocessInfo]:
+    def get_or_compute(
+        self, record: ImageRecord, config: PreprocessConfig, fn: Preprocessor
+    ) -> tuple[np.ndarray, PreprocessInfo]:
         """Return the cached ``(image, info)`` for ``record`` under ``config``, computing and storing it on a miss.
 
         Args:
@@ -75,11 +76,20 @@ class PreprocessedCache:
         try:
             stat = os.stat(record.path)
         except OSError as error:
-            raise DataError(f"{record.path}: image file not found or unreadable ({error}); check the manifest's "
-                            "'path' column.") from error
-        key = json.dumps({"version": _FORMAT_VERSION, "path": os.path.abspath(record.path), "size": stat.st_size,
-                          "mtime_ns": stat.st_mtime_ns, "laterality": record.laterality, "config": asdict(config)},
-                         sort_keys=True)
+            raise DataError(
+                f"{record.path}: image file not found or unreadable ({error}); check the manifest's 'path' column."
+            ) from error
+        key = json.dumps(
+            {
+                "version": _FORMAT_VERSION,
+                "path": os.path.abspath(record.path),
+                "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns,
+                "laterality": record.laterality,
+                "config": asdict(config),
+            },
+            sort_keys=True,
+        )
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         folder = self.root / digest[:2]
         return folder / f"{digest}.npy", folder / f"{digest}.json"

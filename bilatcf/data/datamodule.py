@@ -2,8 +2,7 @@
 presets).
 
 ``BilateralDataModule()`` with no argument trains on the embedded synthetic dataset (generated once, cached on disk), so
-every
-command works on a fresh machine. ``source="manifest"`` reads a canonical manifest CSV (see ``docs/data.md``).
+every command works on a fresh machine. ``source="manifest"`` reads a canonical manifest CSV (see ``docs/data.md``).
 """
 
 from __future__ import annotations
@@ -322,8 +321,7 @@ class UnilateralDataModule(pl.LightningDataModule):
     """Single images of the toy presets (``vagan``, ``cxgan``) for CX-GAN / VA-GAN / AnoGAN style experiments.
 
     Batches are :class:`BilateralBatch` with ``reference`` = ``target`` (there is no contralateral side) so every model
-    and
-    metric works unchanged; images are rescaled from the presets' [-1, 1] to [0, 1].
+    and metric works unchanged; images are rescaled from the presets' [-1, 1] to [0, 1].
     """
 
     def __init__(

@@ -44,8 +44,10 @@ def read_image(path: str | Path) -> np.ndarray:
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         supported = ", ".join(sorted(_READERS))
-        raise DataError(f"{path}: unsupported image type '{path.suffix}'. Supported: {supported}; "
-                        "convert the file or register a reader with bilatcf.data.io.register_reader.")
+        raise DataError(
+            f"{path}: unsupported image type '{path.suffix}'. Supported: {supported}; "
+            "convert the file or register a reader with bilatcf.data.io.register_reader."
+        )
     if not path.is_file():
         raise DataError(f"{path}: image file not found; check the manifest's 'path' column and its root folder.")
     return _to_unit_float(reader(path), path)
@@ -86,16 +88,19 @@ def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
         return array.astype(np.float32)
     if np.issubdtype(array.dtype, np.integer):
         if array.size and array.min() < 0:
-            raise DataError(f"{path}: signed integer image with negative values; store unsigned integers or "
-                            "floats in [0, 1].")
+            raise DataError(
+                f"{path}: signed integer image with negative values; store unsigned integers or floats in [0, 1]."
+            )
         return (array.astype(np.float64) / np.iinfo(array.dtype).max).astype(np.float32)
     if not np.issubdtype(array.dtype, np.floating):
         raise DataError(f"{path}: image dtype {array.dtype} is not supported; store integers or floats in [0, 1].")
     if not np.isfinite(array).all():
         raise DataError(f"{path}: image contains NaN or Inf values; fix or re-export the file.")
     if array.size and (array.min() < 0.0 or array.max() > 1.0):
-        raise DataError(f"{path}: float image has values in [{array.min():.4g}, {array.max():.4g}], expected [0, 1]; "
-                        "rescale it (e.g. divide by its maximum) or save it as an unsigned integer array.")
+        raise DataError(
+            f"{path}: float image has values in [{array.min():.4g}, {array.max():.4g}], expected [0, 1]; "
+            "rescale it (e.g. divide by its maximum) or save it as an unsigned integer array."
+        )
     return array.astype(np.float32)
 
 
@@ -121,12 +126,16 @@ def _read_dicom(path: Path) -> np.ndarray:
     try:
         importlib.import_module("bilatcf.data.dicom")
     except ImportError as error:
-        raise DataError(f"{path}: DICOM files are read by bilatcf.data.dicom, which could not be imported ({error}); "
-                        "install the DICOM extra with: pip install 'bilatcf[dicom]'.") from error
+        raise DataError(
+            f"{path}: DICOM files are read by bilatcf.data.dicom, which could not be imported ({error}); "
+            "install the DICOM extra with: pip install 'bilatcf[dicom]'."
+        ) from error
     reader = _READERS[path.suffix.lower()]
     if reader is _read_dicom:
-        raise DataError(f"{path}: no DICOM reader is registered; bilatcf.data.dicom must call "
-                        "bilatcf.data.io.register_reader(('.dcm', '.dicom'), fn).")
+        raise DataError(
+            f"{path}: no DICOM reader is registered; bilatcf.data.dicom must call "
+            "bilatcf.data.io.register_reader(('.dcm', '.dicom'), fn)."
+        )
     return reader(path)
 
 

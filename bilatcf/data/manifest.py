@@ -21,8 +21,20 @@ from bilatcf.data.types import VIEWS, ImageRecord
 from bilatcf.errors import DataError
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
-    "dataset", "patient_id", "study_id", "image_id", "path", "laterality", "view", "abnormal", "malignant",
-    "birads", "density", "split", "boxes", "mask_path",
+    "dataset",
+    "patient_id",
+    "study_id",
+    "image_id",
+    "path",
+    "laterality",
+    "view",
+    "abnormal",
+    "malignant",
+    "birads",
+    "density",
+    "split",
+    "boxes",
+    "mask_path",
 )
 SPLITS = ("train", "val", "test")
 DENSITIES = ("A", "B", "C", "D")
@@ -90,8 +102,9 @@ def validate_records(records: Sequence[ImageRecord], check_files: bool = True) -
     Records are located as ``record <index> (image_id '<id>')``.
     """
     places = [f"record {index} (image_id '{record.image_id}')" for index, record in enumerate(records)]
-    problems = [problem for record, place in zip(records, places)
-                for problem in _parse_row(_record_to_row(record), place)[1]]
+    problems = [
+        problem for record, place in zip(records, places) for problem in _parse_row(_record_to_row(record), place)[1]
+    ]
     return problems + _dataset_problems(records, places, check_files)
 
 
@@ -108,51 +121,77 @@ def _header_problems(header: list[str], name: str) -> list[str]:
     if missing:
         problems.append(f"{name}: missing column(s) {missing} — fix: the header must be {','.join(MANIFEST_COLUMNS)}")
     if extra:
-        problems.append(f"{name}: unknown column(s) {extra} — fix: remove them or rename them to manifest columns "
-                        f"({','.join(MANIFEST_COLUMNS)})")
+        problems.append(
+            f"{name}: unknown column(s) {extra} — fix: remove them or rename them to manifest columns "
+            f"({','.join(MANIFEST_COLUMNS)})"
+        )
     return problems
 
 
 def _parse_row(row: dict[str | None, str], where: str) -> tuple[ImageRecord | None, list[str]]:
     """Normalise one row (strip cells, L/LEFT → L, view upper case, empty label → -1) and collect its problems."""
     cells = {column: (row.get(column) or "").strip() for column in MANIFEST_COLUMNS}
-    problems = [f"{where}, column '{column}': empty — fix: every image needs a {column}"
-                for column in _REQUIRED if not cells[column]]
+    problems = [
+        f"{where}, column '{column}': empty — fix: every image needs a {column}"
+        for column in _REQUIRED
+        if not cells[column]
+    ]
     if row.get(None):  # csv.DictReader files cells beyond the header under the key None
-        problems.append(f"{where}: {len(row[None])} cell(s) more than the header — fix: quote cells that contain "
-                        "commas (e.g. the boxes JSON) or remove the extra cells")
+        problems.append(
+            f"{where}: {len(row[None])} cell(s) more than the header — fix: quote cells that contain "
+            "commas (e.g. the boxes JSON) or remove the extra cells"
+        )
     laterality = _LATERALITY.get(cells["laterality"].upper())
     if laterality is None:
-        problems.append(f"{where}, column 'laterality': {cells['laterality']!r} is not L or R — fix: write L or R "
-                        "(LEFT/RIGHT are accepted)")
+        problems.append(
+            f"{where}, column 'laterality': {cells['laterality']!r} is not L or R — fix: write L or R "
+            "(LEFT/RIGHT are accepted)"
+        )
     view = cells["view"].upper()
     if view not in VIEWS:
-        problems.append(f"{where}, column 'view': {cells['view']!r} is not a known view — fix: use one of "
-                        f"{', '.join(VIEWS)}")
+        problems.append(
+            f"{where}, column 'view': {cells['view']!r} is not a known view — fix: use one of {', '.join(VIEWS)}"
+        )
     labels = {}
     for column in ("abnormal", "malignant"):
         labels[column] = _LABELS.get(cells[column])
         if labels[column] is None:
-            problems.append(f"{where}, column '{column}': {cells[column]!r} is not 1, 0 or -1 — fix: write 1 or 0, "
-                            "and -1 or nothing when unknown")
+            problems.append(
+                f"{where}, column '{column}': {cells[column]!r} is not 1, 0 or -1 — fix: write 1 or 0, "
+                "and -1 or nothing when unknown"
+            )
     density = cells["density"].upper()
     if density not in DENSITIES + ("",):
-        problems.append(f"{where}, column 'density': {cells['density']!r} is not A, B, C or D — fix: map the "
-                        "dataset's density to ACR A-D (e.g. 1-4 -> A-D) or leave it empty")
+        problems.append(
+            f"{where}, column 'density': {cells['density']!r} is not A, B, C or D — fix: map the "
+            "dataset's density to ACR A-D (e.g. 1-4 -> A-D) or leave it empty"
+        )
     split = cells["split"].lower()
     if split not in SPLITS + ("",):
-        problems.append(f"{where}, column 'split': {cells['split']!r} is not train, val or test — fix: use one of "
-                        "them, or leave it empty to let bilatcf assign patient-wise splits")
+        problems.append(
+            f"{where}, column 'split': {cells['split']!r} is not train, val or test — fix: use one of "
+            "them, or leave it empty to let bilatcf assign patient-wise splits"
+        )
     boxes, box_problem = _parse_boxes(cells["boxes"])
     if box_problem:
         problems.append(f"{where}, column 'boxes': {box_problem}")
     if problems:
         return None, problems
     record = ImageRecord(
-        dataset=cells["dataset"], patient_id=cells["patient_id"], study_id=cells["study_id"],
-        image_id=cells["image_id"], path=cells["path"], laterality=laterality, view=view,
-        abnormal=labels["abnormal"], malignant=labels["malignant"], birads=cells["birads"], density=density,
-        split=split, boxes=boxes, mask_path=cells["mask_path"],
+        dataset=cells["dataset"],
+        patient_id=cells["patient_id"],
+        study_id=cells["study_id"],
+        image_id=cells["image_id"],
+        path=cells["path"],
+        laterality=laterality,
+        view=view,
+        abnormal=labels["abnormal"],
+        malignant=labels["malignant"],
+        birads=cells["birads"],
+        density=density,
+        split=split,
+        boxes=boxes,
+        mask_path=cells["mask_path"],
     )
     return record, []
 
@@ -161,8 +200,10 @@ def _parse_boxes(text: str) -> tuple[tuple[tuple[float, float, float, float], ..
     """Parse the JSON box list; return (boxes, problem) with an empty problem when valid."""
     if not text:
         return (), ""
-    fix = ("fix: write a JSON list of [x0, y0, x1, y1] in original pixels with x0 < x1 and y0 < y1, "
-           "e.g. [[10, 20, 50, 80]]")
+    fix = (
+        "fix: write a JSON list of [x0, y0, x1, y1] in original pixels with x0 < x1 and y0 < y1, "
+        "e.g. [[10, 20, 50, 80]]"
+    )
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
@@ -171,8 +212,11 @@ def _parse_boxes(text: str) -> tuple[tuple[tuple[float, float, float, float], ..
         return (), f"{text!r} is not a list of boxes — {fix}"
     boxes = []
     for box in value:
-        numbers = isinstance(box, list) and len(box) == 4 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+        numbers = (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+        )
         if not numbers or not (box[0] < box[2] and box[1] < box[3]):
             return (), f"box {box!r} is not 4 numbers with x0 < x1 and y0 < y1 — {fix}"
         boxes.append(tuple(float(v) for v in box))
@@ -191,17 +235,24 @@ def _dataset_problems(records: Sequence[ImageRecord], places: list[str], check_f
     seen: dict[tuple[str, str], list[str]] = {}
     for record, place in zip(records, places):
         seen.setdefault((record.dataset, record.image_id), []).append(place)
-    problems = [f"{rows[0]}, column 'image_id': {image_id!r} of dataset {dataset!r} also appears in "
-                f"{', '.join(rows[1:])} — fix: image ids must be unique within a dataset (add the view or a counter)"
-                for (dataset, image_id), rows in seen.items() if len(rows) > 1]
+    problems = [
+        f"{rows[0]}, column 'image_id': {image_id!r} of dataset {dataset!r} also appears in "
+        f"{', '.join(rows[1:])} — fix: image ids must be unique within a dataset (add the view or a counter)"
+        for (dataset, image_id), rows in seen.items()
+        if len(rows) > 1
+    ]
     if check_files:
         for record, place in zip(records, places):
             if not Path(record.path).is_file():
-                problems.append(f"{place}, column 'path': file {record.path} not found — fix: correct the path or the "
-                                "manifest root folder")
+                problems.append(
+                    f"{place}, column 'path': file {record.path} not found — fix: correct the path or the "
+                    "manifest root folder"
+                )
             if record.mask_path and not Path(record.mask_path).is_file():
-                problems.append(f"{place}, column 'mask_path': file {record.mask_path} not found — fix: correct the "
-                                "path or leave the cell empty")
+                problems.append(
+                    f"{place}, column 'mask_path': file {record.mask_path} not found — fix: correct the "
+                    "path or leave the cell empty"
+                )
     return problems
 
 

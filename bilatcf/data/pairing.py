@@ -50,8 +50,9 @@ class PairingReport:
         return text
 
 
-def make_pairs(records: Sequence[ImageRecord], task: str = "malignancy", missing_partner: str = "drop",
-               four_view: bool = False) -> tuple[list[Pair], PairingReport]:
+def make_pairs(
+    records: Sequence[ImageRecord], task: str = "malignancy", missing_partner: str = "drop", four_view: bool = False
+) -> tuple[list[Pair], PairingReport]:
     """Pair every target image with its contralateral image.
 
     Args:
@@ -92,7 +93,8 @@ def make_pairs(records: Sequence[ImageRecord], task: str = "malignancy", missing
             f"none of the {dropped[NO_PARTNER]} images with a {task} label has a contralateral image (same dataset, "
             "patient_id, study_id and view, other laterality), so missing_partner='drop' leaves no pair. The dataset "
             "may be unilateral (e.g. CBIS-DDSM): use missing_partner='mirror-self'; otherwise check that patient_id, "
-            "study_id and view are written identically for left and right images.")
+            "study_id and view are written identically for left and right images."
+        )
     return pairs, PairingReport(num_images=len(records), num_pairs=len(pairs), dropped=dict(dropped))
 
 
@@ -138,8 +140,14 @@ def _make_pair(target: ImageRecord, reference: ImageRecord | None, task: str) ->
         ref_label = reference.malignant if reference_abnormal == 1 else (0 if reference_abnormal == 0 else -1)
     else:
         label, ref_label = target.abnormal, reference_abnormal
-    return Pair(target=target, reference=reference, label=label, ref_label=ref_label,
-                asym_label=_either(target.abnormal, reference_abnormal), reference_is_self=is_self)
+    return Pair(
+        target=target,
+        reference=reference,
+        label=label,
+        ref_label=ref_label,
+        asym_label=_either(target.abnormal, reference_abnormal),
+        reference_is_self=is_self,
+    )
 
 
 def _attach_other_views(pair: Pair, slots: dict[Slot, ImageRecord], dropped: Counter[str]) -> Pair:

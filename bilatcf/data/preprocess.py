@@ -42,8 +42,9 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         size = tuple(self.image_size)
         if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
-            raise ConfigError(f"image_size={self.image_size!r}: give two positive integers (height, width), "
-                              "e.g. (256, 128).")
+            raise ConfigError(
+                f"image_size={self.image_size!r}: give two positive integers (height, width), e.g. (256, 128)."
+            )
         object.__setattr__(self, "image_size", size)  # a YAML list becomes a tuple, so configs hash and compare
 
 
@@ -72,8 +73,13 @@ class PreprocessInfo:
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessInfo:
         """Inverse of :meth:`to_dict`."""
-        return cls(original_size=tuple(data["original_size"]), crop_box=tuple(data["crop_box"]),
-                   flipped=bool(data["flipped"]), scale=tuple(data["scale"]), pad=tuple(data["pad"]))
+        return cls(
+            original_size=tuple(data["original_size"]),
+            crop_box=tuple(data["crop_box"]),
+            flipped=bool(data["flipped"]),
+            scale=tuple(data["scale"]),
+            pad=tuple(data["pad"]),
+        )
 
     @property
     def content_size(self) -> tuple[int, int]:
@@ -115,8 +121,10 @@ def preprocess(image: np.ndarray, laterality: str, config: PreprocessConfig) -> 
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 2 or image.size == 0:
-        raise DataError(f"preprocess needs a non-empty grey image [H, W], got shape {image.shape}; convert colour "
-                        "images to grey (bilatcf.data.io.read_image does).")
+        raise DataError(
+            f"preprocess needs a non-empty grey image [H, W], got shape {image.shape}; convert colour "
+            "images to grey (bilatcf.data.io.read_image does)."
+        )
     height0, width0 = image.shape
     crop_box = _breast_box(image) if config.crop else (0, 0, width0, height0)
     x0, y0, x1, y1 = crop_box
@@ -128,11 +136,16 @@ def preprocess(image: np.ndarray, laterality: str, config: PreprocessConfig) -> 
     new_height, new_width = _fit(cropped.shape, config.image_size)
     interpolation = cv2.INTER_AREA if new_height < cropped.shape[0] else cv2.INTER_LINEAR
     output = np.zeros((height, width), dtype=np.float32)
-    output[:new_height, :new_width] = cv2.resize(np.ascontiguousarray(cropped), (new_width, new_height),
-                                                 interpolation=interpolation)
-    info = PreprocessInfo(original_size=(height0, width0), crop_box=crop_box, flipped=bool(flipped),
-                          scale=(new_height / cropped.shape[0], new_width / cropped.shape[1]),
-                          pad=(height - new_height, width - new_width))
+    output[:new_height, :new_width] = cv2.resize(
+        np.ascontiguousarray(cropped), (new_width, new_height), interpolation=interpolation
+    )
+    info = PreprocessInfo(
+        original_size=(height0, width0),
+        crop_box=crop_box,
+        flipped=bool(flipped),
+        scale=(new_height / cropped.shape[0], new_width / cropped.shape[1]),
+        pad=(height - new_height, width - new_width),
+    )
     return np.clip(output, 0.0, 1.0, out=output), info
 
 
@@ -150,16 +163,19 @@ def map_mask(mask: np.ndarray, info: PreprocessInfo) -> np.ndarray:
     """Apply the image's crop, flip, resize (nearest, pixel-centre aligned like the image) and pad to a mask."""
     mask = np.asarray(mask)
     if mask.shape != tuple(info.original_size):
-        raise DataError(f"mask has shape {mask.shape} but its image has {tuple(info.original_size)}; a mask must "
-                        "match its image pixel for pixel (resize it to the image in the dataset adapter).")
+        raise DataError(
+            f"mask has shape {mask.shape} but its image has {tuple(info.original_size)}; a mask must "
+            "match its image pixel for pixel (resize it to the image in the dataset adapter)."
+        )
     x0, y0, x1, y1 = info.crop_box
     cropped = (mask[y0:y1, x0:x1] > 0).astype(np.uint8)
     if info.flipped:
         cropped = cropped[:, ::-1]
     height, width = info.content_size
     output = np.zeros((height + info.pad[0], width + info.pad[1]), dtype=np.uint8)
-    output[:height, :width] = cv2.resize(np.ascontiguousarray(cropped), (width, height),
-                                         interpolation=cv2.INTER_NEAREST_EXACT)
+    output[:height, :width] = cv2.resize(
+        np.ascontiguousarray(cropped), (width, height), interpolation=cv2.INTER_NEAREST_EXACT
+    )
     return output
 
 
@@ -172,22 +188,27 @@ def _breast_box(image: np.ndarray) -> tuple[int, int, int, int]:
     height, width = image.shape
     factor = max(height, width) / _MASK_MAX_SIDE
     if factor > 1:
-        image = cv2.resize(image, (max(1, round(width / factor)), max(1, round(height / factor))),
-                           interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (max(1, round(width / factor)), max(1, round(height / factor))), interpolation=cv2.INTER_AREA
+        )
     mask = breast_mask(image)
     if not mask.any():
         return 0, 0, width, height
     x, y, box_width, box_height = cv2.boundingRect(mask)
     scale_x, scale_y = width / image.shape[1], height / image.shape[0]
-    return (math.floor(x * scale_x), math.floor(y * scale_y), min(width, math.ceil((x + box_width) * scale_x)),
-            min(height, math.ceil((y + box_height) * scale_y)))
+    return (
+        math.floor(x * scale_x),
+        math.floor(y * scale_y),
+        min(width, math.ceil((x + box_width) * scale_x)),
+        min(height, math.ceil((y + box_height) * scale_y)),
+    )
 
 
 def _chest_wall_on_right(cropped: np.ndarray, laterality: str) -> bool:
     """The chest-wall side holds the most tissue and is brighter; trust the tag only when brightness is ambiguous."""
     half = cropped.shape[1] // 2
     left = float(cropped[:, :half].sum())
-    right = float(cropped[:, cropped.shape[1] - half:].sum())
+    right = float(cropped[:, cropped.shape[1] - half :].sum())
     if abs(left - right) > _ORIENTATION_MARGIN * (left + right):
         return right > left
     return laterality.strip().upper() in ("R", "RIGHT")

@@ -25,8 +25,14 @@ from bilatcf.errors import ConfigError, DataError
 Patient = tuple[str, str]  # (dataset, patient_id)
 
 
-def assign_splits(records: Sequence[ImageRecord], ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0,
-                  fold: int | None = None, num_folds: int = 5, respect_existing: bool = True) -> list[ImageRecord]:
+def assign_splits(
+    records: Sequence[ImageRecord],
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    fold: int | None = None,
+    num_folds: int = 5,
+    respect_existing: bool = True,
+) -> list[ImageRecord]:
     """Give every record a split, patient-wise.
 
     Args:
@@ -70,8 +76,9 @@ def _stratum(patient: Patient, records: list[ImageRecord]) -> tuple[str, int]:
     return patient[0], finding
 
 
-def _deal(patients: dict[Patient, list[ImageRecord]], shares: Sequence[float],
-          rng: np.random.Generator) -> dict[Patient, int]:
+def _deal(
+    patients: dict[Patient, list[ImageRecord]], shares: Sequence[float], rng: np.random.Generator
+) -> dict[Patient, int]:
     """Stratified, seeded assignment of patients to ``len(shares)`` groups (see the module docstring)."""
     strata: dict[tuple[str, int], list[Patient]] = {}
     for patient in sorted(patients):
@@ -90,24 +97,34 @@ def _deal(patients: dict[Patient, list[ImageRecord]], shares: Sequence[float],
     return groups
 
 
-def _kfold_splits(patients: dict[Patient, list[ImageRecord]], fold: int, num_folds: int,
-                  rng: np.random.Generator) -> dict[Patient, str]:
+def _kfold_splits(
+    patients: dict[Patient, list[ImageRecord]], fold: int, num_folds: int, rng: np.random.Generator
+) -> dict[Patient, str]:
     if isinstance(num_folds, bool) or not isinstance(num_folds, int) or num_folds < 3:
-        raise ConfigError(f"num_folds={num_folds!r}: k-fold needs an integer of at least 3 (test fold, val fold and "
-                          "at least one train fold).")
+        raise ConfigError(
+            f"num_folds={num_folds!r}: k-fold needs an integer of at least 3 (test fold, val fold and "
+            "at least one train fold)."
+        )
     if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < num_folds:
-        raise ConfigError(f"fold={fold!r} is out of range: use an integer in [0, {num_folds}) or leave fold unset "
-                          "for a ratio split.")
+        raise ConfigError(
+            f"fold={fold!r} is out of range: use an integer in [0, {num_folds}) or leave fold unset for a ratio split."
+        )
     if len(patients) < num_folds:
-        raise DataError(f"{num_folds}-fold cross-validation needs at least {num_folds} patients, the records have "
-                        f"{len(patients)}; use fewer folds or a ratio split.")
+        raise DataError(
+            f"{num_folds}-fold cross-validation needs at least {num_folds} patients, the records have "
+            f"{len(patients)}; use fewer folds or a ratio split."
+        )
     folds = _deal(patients, [1.0] * num_folds, rng)
     val_fold = (fold + 1) % num_folds
     return {p: "test" if f == fold else "val" if f == val_fold else "train" for p, f in folds.items()}
 
 
-def _ratio_splits(patients: dict[Patient, list[ImageRecord]], ratios: tuple[float, float, float],
-                  respect_existing: bool, rng: np.random.Generator) -> dict[Patient, str]:
+def _ratio_splits(
+    patients: dict[Patient, list[ImageRecord]],
+    ratios: tuple[float, float, float],
+    respect_existing: bool,
+    rng: np.random.Generator,
+) -> dict[Patient, str]:
     kept = _existing_splits(patients) if respect_existing else {}
     free = {p: records for p, records in patients.items() if p not in kept}
     split_of = {p: SPLITS[group] for p, group in _deal(free, ratios, rng).items()}
@@ -122,9 +139,11 @@ def _existing_splits(patients: dict[Patient, list[ImageRecord]]) -> dict[Patient
     for patient, records in patients.items():
         splits = sorted({r.split for r in records if r.split})
         if len(splits) > 1:
-            raise DataError(f"patient {patient[1]!r} of dataset {patient[0]!r} has images in splits {splits}: a "
-                            "patient must stay in one split (the other breast would leak into training). Fix the "
-                            "manifest's split column or pass respect_existing=False to re-split patient-wise.")
+            raise DataError(
+                f"patient {patient[1]!r} of dataset {patient[0]!r} has images in splits {splits}: a "
+                "patient must stay in one split (the other breast would leak into training). Fix the "
+                "manifest's split column or pass respect_existing=False to re-split patient-wise."
+            )
         if splits:
             existing[patient] = splits[0]
     return existing
@@ -133,7 +152,9 @@ def _existing_splits(patients: dict[Patient, list[ImageRecord]]) -> dict[Patient
 def _check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(r) for r in ratios)
     if len(values) != 3 or not all(math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
-        raise ConfigError(f"ratios={tuple(ratios)!r}: give three non-negative train/val/test shares with a positive "
-                          "sum, e.g. (0.8, 0.1, 0.1).")
+        raise ConfigError(
+            f"ratios={tuple(ratios)!r}: give three non-negative train/val/test shares with a positive "
+            "sum, e.g. (0.8, 0.1, 0.1)."
+        )
     total = sum(values)
     return values[0] / total, values[1] / total, values[2] / total

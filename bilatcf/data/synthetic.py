@@ -1,31 +1,25 @@
 """The embedded synthetic bilateral mammogram dataset (DESIGN §3): procedural, seeded, with the true healthy image.
 
 Why it exists: real bilateral datasets are small, licensed, and never contain the one thing a counterfactual method
-should be
-judged on, the image as it would look without the lesion. Here every patient has one latent anatomy (outline, density,
-parenchymal texture) shared by the left and right breast; each side is warped independently, so the two are roughly but
-not
-pixel-wise symmetric. Lesions go into one side only (rarely both, never at mirrored positions), and in a fraction of
-patients
-*symmetric distractors*, drawn from the very same appearance model as the lesions, sit at mirrored positions on both
-sides.
-A single-view model cannot tell a distractor from a lesion; a model that compares the two sides can. That is the
-bilateral
-prior the methods of this library claim to exploit, made measurable.
+should be judged on, the image as it would look without the lesion. Here every patient has one latent anatomy (outline,
+density, parenchymal texture) shared by the left and right breast; each side is warped independently, so the two are
+roughly but not pixel-wise symmetric. Lesions go into one side only (rarely both, never at mirrored positions), and in a
+fraction of patients *symmetric distractors*, drawn from the very same appearance model as the lesions, sit at mirrored
+positions on both sides. A single-view model cannot tell a distractor from a lesion; a model that compares the two sides
+can. That is the bilateral prior the methods of this library claim to exploit, made measurable.
 
 Conventions:
 
 * Every image is in the canonical orientation "breast on the left" (chest wall at the left edge, nipple to the right).
-Right
-  breasts are stored already mirrored, so a target and its reference face the same way without any flip.
+  Right breasts are stored already mirrored, so a target and its reference face the same way without any flip.
 * Image ``i`` is ``(patient * len(views) + view) * 2 + side`` with side 0 = L, 1 = R.
 * Lesions are alpha-blended, ``image = healthy + alpha * min(contrast, 1 - healthy)``, and blend weights below
   :data:`ALPHA_CUTOFF` are set to 0. Hence the lesion mask is exactly the support of alpha and ``image == healthy``
   outside it.
 * Boxes are ``(x0, y0, x1, y1)`` pixel-edge coordinates: columns ``x0 .. x1 - 1`` and rows ``y0 .. y1 - 1``.
 * Each patient draws from its own generators, seeded by ``(seed, patient index, stream)``, so a patient's images do not
-depend
-  on how many patients are generated or in which order (generation can be chunked or parallel and stays bit-identical).
+  depend on how many patients are generated or in which order (generation can be chunked or parallel and stays
+  bit-identical).
 """
 
 from __future__ import annotations
@@ -75,8 +69,7 @@ class SyntheticConfig:
         image_size: ``(H, W)`` in pixels; portrait, the breast fills most of the width.
         views: any of ``"CC"`` and ``"MLO"`` (MLO adds the pectoral muscle).
         lesion_contrast: intensity a mass adds at full opacity (calcifications add 2.2x as much), before saturation at
-        1.
-        distractor_rate: fraction of patients with symmetric lesion-like structures on both sides.
+        1. distractor_rate: fraction of patients with symmetric lesion-like structures on both sides.
         seed: master seed.
         lesion_rate: fraction of patients with at least one lesion.
         malignant_rate: fraction of affected breasts whose finding is malignant.
@@ -598,8 +591,10 @@ def _misalign(
     cos, sin = np.cos(angle), np.sin(angle)
     rigid_x = (cos * x + sin * y).astype(np.float32)
     rigid_y = (height / 2 - sin * x + cos * y).astype(np.float32)
-    dx, dy = (cv2.remap(d.astype(np.float32), rigid_x, rigid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-              for d in displacement)
+    dx, dy = (
+        cv2.remap(d.astype(np.float32), rigid_x, rigid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        for d in displacement
+    )
     return rigid_x + dx, rigid_y + dy
 
 
@@ -625,8 +620,14 @@ def _warp(
         return cv2.remap(canonical, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     map_x, map_y = _misalign(position_rng, canonical, misalignment, map_x, map_y)
     pad = int(np.ceil(0.4 * height))
-    return cv2.remap(_padded(canonical, pad), map_x + pad, map_y + pad, cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.remap(
+        _padded(canonical, pad),
+        map_x + pad,
+        map_y + pad,
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- one patient

@@ -1,16 +1,13 @@
 """Unilateral toy presets with known disease maps, for explanation methods (CX-GAN, VA-GAN, AnoGAN, CAM / Grad-CAM).
 
 * ``vagan`` — Baumgartner et al. 2018 (VA-GAN): 112×112 smooth noise; class 1 adds +100 to a central 20×20 box
-(rows/cols
-  46–65) and to a second 20×20 box 32 px towards the bottom-right (subtype A) or top-left (subtype B), jittered by an
-  integer
-  in [−5, 4] per axis. Stratified 64/16/20 train/val/test split.
+  (rows/cols 46–65) and to a second 20×20 box 32 px towards the bottom-right (subtype A) or top-left (subtype B),
+  jittered by an integer in [−5, 4] per axis. Stratified 64/16/20 train/val/test split.
 * ``cxgan`` — the synthetic data of CX-GAN's Table 1: 128×128 smooth noise; class 1 adds a disc of radius 8 centred at
   (104, 104) (subtype A) or (24, 24) (subtype B), offset by up to ±5 px, effect 500. 80/20 train/test split.
 
 The background is N(0, 50) per pixel, Gaussian-blurred with σ = 2.5 and rescaled to standard deviation 50; every image
-is
-min–max normalised to [−1, 1]. Half of the images are class 0 (noise only). Everything is seeded.
+is min–max normalised to [−1, 1]. Half of the images are class 0 (noise only). Everything is seeded.
 """
 
 from __future__ import annotations

@@ -51,8 +51,9 @@ class PairedAugment:
     def __post_init__(self) -> None:
         for name in ("hflip", "vflip"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"PairedAugment.{name}={getattr(self, name)!r} is a probability: use a value in "
-                                  "[0, 1].")
+                raise ConfigError(
+                    f"PairedAugment.{name}={getattr(self, name)!r} is a probability: use a value in [0, 1]."
+                )
         for name in ("max_rotate", "max_translate", "intensity"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"PairedAugment.{name}={getattr(self, name)!r} must be >= 0 (0 turns it off).")
@@ -118,8 +119,10 @@ def transform_boxes(boxes: list[list[float]], matrix: np.ndarray, height: int, w
 
 def _same_shape(array: np.ndarray, key: str, shape: tuple[int, int]) -> np.ndarray:
     if array.shape != shape:
-        raise DataError(f"sample '{key}' has shape {array.shape} but 'target' has {shape}; every image of a pair "
-                        "must be preprocessed to the same size before augmentation.")
+        raise DataError(
+            f"sample '{key}' has shape {array.shape} but 'target' has {shape}; every image of a pair "
+            "must be preprocessed to the same size before augmentation."
+        )
     return array
 
 
@@ -128,8 +131,9 @@ def _warp(array: np.ndarray, matrix: np.ndarray, interpolation: int) -> np.ndarr
         return array.copy()
     index_matrix = _EDGE_TO_INDEX @ matrix @ _INDEX_TO_EDGE
     height, width = array.shape
-    return cv2.warpAffine(array, index_matrix[:2], (width, height), flags=interpolation,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        array, index_matrix[:2], (width, height), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
 
 def _jitter(image: np.ndarray, gamma: float, gain: float) -> np.ndarray:

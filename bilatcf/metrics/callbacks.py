@@ -58,8 +58,14 @@ class EvaluationSuite(torch.nn.Module):
     ``compute`` runs every metric on every rank in the same order, so the DDP syncs inside torchmetrics always match.
     """
 
-    def __init__(self, num_bootstrap: int = 1000, seed: int = 0, cam_threshold: float = 0.2, loc_iou: float = 0.1,
-                 seg_threshold: float = 0.5) -> None:
+    def __init__(
+        self,
+        num_bootstrap: int = 1000,
+        seed: int = 0,
+        cam_threshold: float = 0.2,
+        loc_iou: float = 0.1,
+        seg_threshold: float = 0.5,
+    ) -> None:
         super().__init__()
         self.num_pairs = SumMetric()
         self.auc = BootstrapAUROC(num_bootstrap=num_bootstrap, seed=seed)
@@ -78,8 +84,10 @@ class EvaluationSuite(torch.nn.Module):
         """Add one batch of a model's validation/test/predict output dict."""
         missing = [key for key in REQUIRED_KEYS if key not in outputs]
         if missing:
-            raise ConfigError(f"the evaluation got a model output dict without {missing} (keys: {sorted(outputs)}); "
-                              "test_step/validation_step must return the BilateralModule.predict_step dict.")
+            raise ConfigError(
+                f"the evaluation got a model output dict without {missing} (keys: {sorted(outputs)}); "
+                "test_step/validation_step must return the BilateralModule.predict_step dict."
+            )
         prob, label, cam = outputs["prob"], outputs["label"], outputs["cam"]
         mask, has_mask = outputs["target_mask"], outputs["has_mask"].bool()
         self.num_pairs.update(torch.tensor(float(prob.shape[0]), device=prob.device))
@@ -117,23 +125,29 @@ class EvaluationSuite(torch.nn.Module):
         self.fid["target_cf"].update(target, cf)
         lesion = lesion_positions(mask, tuple(target.shape[-2:]))
         self.fid["target_cf_outside"].update(target, cf, keep=~lesion & has_mask[:, None, None, None])
-        self.feature_fidelity.update(target, cf, lesion, has_mask, outputs.get("healthy_features"),
-                                     outputs.get("has_healthy"))
+        self.feature_fidelity.update(
+            target, cf, lesion, has_mask, outputs.get("healthy_features"), outputs.get("has_healthy")
+        )
 
     def compute(self) -> dict[str, float]:
         """All defined metrics as floats; key ``num_pairs`` is always present."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method.*")
-            values: dict[str, Tensor] = {"num_pairs": self.num_pairs.compute(), **self.auc.compute(),
-                                         **self.rates.compute(), "loc_error": self.loc.compute()}
+            values: dict[str, Tensor] = {
+                "num_pairs": self.num_pairs.compute(),
+                **self.auc.compute(),
+                **self.rates.compute(),
+                "loc_error": self.loc.compute(),
+            }
             values.update(_prefixed("seg_", self.seg.compute()))
             values.update(self.tloc.compute())
             expl = self.expl.compute()
             values.update(expl_iou=expl["iou"], expl_dice=expl["dice"])
             values.update(_prefixed("expl_", self.ncc.compute()))
             nonres = self.nonres.compute()
-            values.update(nonres_in=1.0 - nonres["mae_in"], nonres_out=1.0 - nonres["mae_out"],
-                          masked_ssim=nonres["ssim_out"])
+            values.update(
+                nonres_in=1.0 - nonres["mae_in"], nonres_out=1.0 - nonres["mae_out"], masked_ssim=nonres["ssim_out"]
+            )
             values.update({f"cf_fid_{name}": metric.compute() for name, metric in self.fid.items()})
             values.update(_prefixed("cf_fidelity_", self.fidelity.compute()))
             values.update(_prefixed("cf_fidelity_", self.feature_fidelity.compute()))
@@ -184,14 +198,27 @@ class EvaluationCallback(pl.Callback):
             ``self.val_results``; no file). Costs a bootstrap per epoch.
     """
 
-    def __init__(self, num_bootstrap: int = 1000, seed: int = 0, cam_threshold: float = 0.2, loc_iou: float = 0.1,
-                 seg_threshold: float = 0.5, filename: str = "metrics.json", eval_val: bool = False) -> None:
+    def __init__(
+        self,
+        num_bootstrap: int = 1000,
+        seed: int = 0,
+        cam_threshold: float = 0.2,
+        loc_iou: float = 0.1,
+        seg_threshold: float = 0.5,
+        filename: str = "metrics.json",
+        eval_val: bool = False,
+    ) -> None:
         super().__init__()
         self.filename = filename
         self.eval_val = eval_val
         self.seg_threshold = seg_threshold
-        suite_args = {"num_bootstrap": num_bootstrap, "seed": seed, "cam_threshold": cam_threshold, "loc_iou": loc_iou,
-                      "seg_threshold": seg_threshold}
+        suite_args = {
+            "num_bootstrap": num_bootstrap,
+            "seed": seed,
+            "cam_threshold": cam_threshold,
+            "loc_iou": loc_iou,
+            "seg_threshold": seg_threshold,
+        }
         self._test_suite = EvaluationSuite(**suite_args)
         self._val_suite = EvaluationSuite(**suite_args) if eval_val else None
         self.results: dict[str, Any] = {}
@@ -212,8 +239,9 @@ class EvaluationCallback(pl.Callback):
         self._train_pairs = 0
         self._train_start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._train_pairs += len(batch)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -225,8 +253,15 @@ class EvaluationCallback(pl.Callback):
         if self._val_suite is not None:
             self._val_suite.reset()
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if self._val_suite is not None and not trainer.sanity_checking:
             self._val_suite.update(_require_outputs(outputs, "validation_step"))
 
@@ -243,8 +278,15 @@ class EvaluationCallback(pl.Callback):
         self._test_suite.reset()
         self.results = {}
 
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._test_suite.update(_require_outputs(outputs, "test_step"))
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -281,14 +323,18 @@ class EvaluationCallback(pl.Callback):
         return record
 
 
-_EMPTY_TEST = ("the test split is empty: no pair reached the EvaluationCallback. Check the data's split column "
-               "(or --data.fold / split fractions) so that some patients fall in 'test', or run `bilatcf data check`.")
+_EMPTY_TEST = (
+    "the test split is empty: no pair reached the EvaluationCallback. Check the data's split column "
+    "(or --data.fold / split fractions) so that some patients fall in 'test', or run `bilatcf data check`."
+)
 
 
 def _require_outputs(outputs: Any, hook: str) -> Mapping[str, Any]:
     if not isinstance(outputs, Mapping):
-        raise ConfigError(f"{hook} returned {type(outputs).__name__}, but EvaluationCallback/FigureCallback need the "
-                          "output dict of BilateralModule.predict_step; return it from the model's step.")
+        raise ConfigError(
+            f"{hook} returned {type(outputs).__name__}, but EvaluationCallback/FigureCallback need the "
+            "output dict of BilateralModule.predict_step; return it from the model's step."
+        )
     return outputs
 
 
@@ -318,8 +364,15 @@ class FigureCallback(pl.Callback):
         self._samples = []
         self.paths = []
 
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not trainer.is_global_zero:
             return
         outputs = _require_outputs(outputs, "test_step")
@@ -329,12 +382,24 @@ class FigureCallback(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         directory = _log_dir(trainer) / self.dirname
         if trainer.is_global_zero:
-            self.paths = [pair_panel(sample, directory / f"pair_{index:03d}.png")
-                          for index, sample in enumerate(self._samples)]
+            self.paths = [
+                pair_panel(sample, directory / f"pair_{index:03d}.png") for index, sample in enumerate(self._samples)
+            ]
 
 
-_FIGURE_KEYS = ("target", "reference", "target_mask", "has_mask", "counterfactual", "explanation", "cam", "prob",
-                "label", "boxes", "meta")
+_FIGURE_KEYS = (
+    "target",
+    "reference",
+    "target_mask",
+    "has_mask",
+    "counterfactual",
+    "explanation",
+    "cam",
+    "prob",
+    "label",
+    "boxes",
+    "meta",
+)
 
 
 def _pair_slice(outputs: Mapping[str, Any], row: int) -> dict[str, Any]:
@@ -343,5 +408,5 @@ def _pair_slice(outputs: Mapping[str, Any], row: int) -> dict[str, Any]:
     for key in _FIGURE_KEYS:
         if key in outputs:
             value = outputs[key]
-            sample[key] = value[row:row + 1].detach().cpu() if isinstance(value, Tensor) else value[row:row + 1]
+            sample[key] = value[row : row + 1].detach().cpu() if isinstance(value, Tensor) else value[row : row + 1]
     return sample

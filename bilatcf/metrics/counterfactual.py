@@ -83,8 +83,9 @@ def masked_ssim(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
     In float32 two identical images can score 1 − 3e-5 rather than 1 (torchmetrics clamps σ² at 0 but not σxy).
     """
     outside = (mask <= 0.5).to(a.dtype)
-    return structural_similarity_index_measure((a * outside).float(), (b * outside).float(), data_range=1.0,
-                                               reduction="none").double()
+    return structural_similarity_index_measure(
+        (a * outside).float(), (b * outside).float(), data_range=1.0, reduction="none"
+    ).double()
 
 
 class MaskedImageComparison(Metric):
@@ -220,8 +221,15 @@ class FeatureFidelityRatio(Metric):
         for name in ("num_in", "den_in", "num_out", "den_out"):
             self.add_state(name, default=_zero(), dist_reduce_fx="sum")
 
-    def update(self, target_features: Tensor, cf_features: Tensor, lesion: Tensor, has_mask: Tensor,
-               healthy_features: Tensor | None = None, has_healthy: Tensor | None = None) -> None:
+    def update(
+        self,
+        target_features: Tensor,
+        cf_features: Tensor,
+        lesion: Tensor,
+        has_mask: Tensor,
+        healthy_features: Tensor | None = None,
+        has_healthy: Tensor | None = None,
+    ) -> None:
         """Add a batch.
 
         Args:
@@ -245,5 +253,7 @@ class FeatureFidelityRatio(Metric):
         self.den_in += ((target[rows] - healthy).square() * inside).sum()
 
     def compute(self) -> dict[str, Tensor]:
-        return {"ratio_in": _mean_or_nan(self.num_in, self.den_in).sqrt(),
-                "ratio_out": _mean_or_nan(self.num_out, self.den_out).sqrt()}
+        return {
+            "ratio_in": _mean_or_nan(self.num_in, self.den_in).sqrt(),
+            "ratio_out": _mean_or_nan(self.num_out, self.den_out).sqrt(),
+        }

@@ -40,8 +40,9 @@ def heatmap_to_box(cam: Tensor | np.ndarray, threshold: float = 0.2) -> tuple[fl
     if count < 2:
         return None
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    x, y, w, h = (int(stats[largest, k]) for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH,
-                                                     cv2.CC_STAT_HEIGHT))
+    x, y, w, h = (
+        int(stats[largest, k]) for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT)
+    )
     return float(x), float(y), float(x + w), float(y + h)
 
 
@@ -180,8 +181,12 @@ class ThresholdAccuracy(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, threshold: float = 0.5, iou_thresholds: tuple[float, ...] = TIOU_THRESHOLDS,
-                 ior_thresholds: tuple[float, ...] = TIOR_THRESHOLDS) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        iou_thresholds: tuple[float, ...] = TIOU_THRESHOLDS,
+        ior_thresholds: tuple[float, ...] = TIOR_THRESHOLDS,
+    ) -> None:
         super().__init__()
         self.threshold = threshold
         self.iou_thresholds = iou_thresholds

@@ -5,15 +5,12 @@ It holds what all methods share and nothing else:
 * one ``predict_step`` output dict feeding validation, test, metrics, figures and ``bilatcf predict`` alike;
 * the manual-optimization idiom for GAN methods (:meth:`optimizer_step_`), with gradient clipping and a NaN/Inf guard;
 * an own iteration counter (``self.iteration``, a buffer saved in checkpoints), because ``trainer.global_step`` advances
-once
-  per ``optimizer.step()`` and so counts a GAN iteration two or three times;
+  once per ``optimizer.step()`` and so counts a GAN iteration two or three times;
 * DDP with several optimizers and separate backward passes: :func:`ddp_strategy` (``find_unused_parameters=True``) is
-what
-  the CLI uses for ``--trainer.strategy ddp``, so no model has to care.
+  what the CLI uses for ``--trainer.strategy ddp``, so no model has to care.
 
 A method implements ``forward(target, reference) -> dict`` (at least ``logits`` [B] and ``cam`` [B,1,h,w]) and, if it is
-not a
-plain classifier, its own ``training_step`` and ``configure_optimizers``.
+not a plain classifier, its own ``training_step`` and ``configure_optimizers``.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ class FusionClassifier(BilateralModule):
     Args:
         backbone: any timm model name or ``tv_alexnet`` (features of the last conv layer, shared by all views).
         weights: local weights file for the backbone (no downloads); None trains from scratch.
-        output_stride: backbone output stride; 16 doubles the CAM resolution of a stride-32 ResNet (None: the model's
-        own).
+        output_stride: backbone output stride; 16 doubles the CAM resolution of a stride-32 ResNet (None: the
+            model's own).
         lr: Adam learning rate.
         weight_decay: AdamW weight decay.
         grad_clip: gradient-norm clipping (None: off).

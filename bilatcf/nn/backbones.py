@@ -59,19 +59,27 @@ class _AlexNetFeatures(nn.Module):
     def __init__(self, in_chans: int) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_chans, 64, 11, stride=4, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2),
-            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2),
-            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_chans, 64, 11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2),
+            nn.Conv2d(64, 192, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2),
+            nn.Conv2d(192, 384, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
         )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features(x)
 
 
-def create_backbone(name: str, in_chans: int = 1, weights: str | None = None,
-                    output_stride: int | None = None) -> Backbone:
+def create_backbone(
+    name: str, in_chans: int = 1, weights: str | None = None, output_stride: int | None = None
+) -> Backbone:
     """Build a backbone by name, randomly initialised or from a local weights file.
 
     Args:
@@ -100,18 +108,24 @@ def _check_weights_value(weights: str | None) -> None:
     if weights is None:
         return
     if weights.lower() in _DOWNLOAD_WEIGHTS or weights.startswith(("hf-hub:", "timm/")):
-        raise ConfigError(f"weights={weights!r} would need a download, which bilatcf never does (it must run offline). "
-                          "Download the weights yourself and pass the local file path, e.g. "
-                          "weights=/data/resnet18.pth, or leave weights unset to train from scratch.")
+        raise ConfigError(
+            f"weights={weights!r} would need a download, which bilatcf never does (it must run offline). "
+            "Download the weights yourself and pass the local file path, e.g. "
+            "weights=/data/resnet18.pth, or leave weights unset to train from scratch."
+        )
     if not Path(weights).is_file():
-        raise ConfigError(f"Backbone weights file {weights!r} does not exist. Pass the path of a local "
-                          ".pth/.pt/.bin/.ckpt or .safetensors file, or leave weights unset to train from scratch.")
+        raise ConfigError(
+            f"Backbone weights file {weights!r} does not exist. Pass the path of a local "
+            ".pth/.pt/.bin/.ckpt or .safetensors file, or leave weights unset to train from scratch."
+        )
 
 
 def _check_timm_name(name: str) -> None:
     if name.startswith("hf-hub:"):
-        raise ConfigError(f"Backbone {name!r} would be downloaded from the Hugging Face Hub, which bilatcf never does. "
-                          "Pass the timm architecture name and a local weights file instead.")
+        raise ConfigError(
+            f"Backbone {name!r} would be downloaded from the Hugging Face Hub, which bilatcf never does. "
+            "Pass the timm architecture name and a local weights file instead."
+        )
     if timm.is_model(name):
         return
     containing = [*timm.list_models(f"*{name}*"), *([ALEXNET] if name in ALEXNET else [])]
@@ -120,14 +134,18 @@ def _check_timm_name(name: str) -> None:
     else:
         close = difflib.get_close_matches(name, [*timm.list_models(), ALEXNET], n=8)
     hint = f" Close names: {', '.join(close)}." if close else ""
-    raise ConfigError(f"Unknown backbone {name!r}: not a timm model name and not {ALEXNET!r}.{hint} "
-                      "List timm's names with `python -c \"import timm; print(timm.list_models('*resnet*'))\"`.")
+    raise ConfigError(
+        f"Unknown backbone {name!r}: not a timm model name and not {ALEXNET!r}.{hint} "
+        "List timm's names with `python -c \"import timm; print(timm.list_models('*resnet*'))\"`."
+    )
 
 
 def _create_alexnet(in_chans: int, output_stride: int | None) -> Backbone:
     if output_stride not in (None, 16):
-        raise ConfigError(f"Backbone {ALEXNET!r} has a fixed output stride of 16; got output_stride={output_stride}. "
-                          "Leave output_stride unset or use a timm backbone (e.g. resnet18) for a finer feature map.")
+        raise ConfigError(
+            f"Backbone {ALEXNET!r} has a fixed output stride of 16; got output_stride={output_stride}. "
+            "Leave output_stride unset or use a timm backbone (e.g. resnet18) for a finer feature map."
+        )
     return Backbone(_AlexNetFeatures(in_chans), ALEXNET, out_channels=256, stride=16)
 
 
@@ -138,8 +156,10 @@ def _create_timm(name: str, kwargs: dict, state_dict: dict[str, Tensor] | None =
     try:
         model = timm.create_model(name, features_only=True, out_indices=(-1,), **pretrained, **kwargs)
     except (TypeError, ValueError, RuntimeError, AssertionError) as error:
-        raise ConfigError(f"timm cannot build backbone {name!r} as a feature extractor with {kwargs}: {error}. "
-                          "Drop output_stride or choose another backbone.") from error
+        raise ConfigError(
+            f"timm cannot build backbone {name!r} as a feature extractor with {kwargs}: {error}. "
+            "Drop output_stride or choose another backbone."
+        ) from error
     info = model.feature_info
     return Backbone(model, name, out_channels=info.channels()[-1], stride=info.reduction()[-1])
 
@@ -175,8 +195,9 @@ def _is_complete(state: Mapping[str, Tensor], keys: set[str]) -> bool:
     return all(key in state or key.endswith("num_batches_tracked") for key in keys)
 
 
-def _checked_state_dict(model: nn.Module, state: Mapping[str, Tensor], path: Path, name: str,
-                        skip: set[str]) -> dict[str, Tensor]:
+def _checked_state_dict(
+    model: nn.Module, state: Mapping[str, Tensor], path: Path, name: str, skip: set[str]
+) -> dict[str, Tensor]:
     """Match a file's tensors to ``model`` or raise a ConfigError naming the first offending keys.
 
     ``skip`` keys may be present or absent (the head). ``num_batches_tracked`` buffers may be absent (older torchvision
@@ -187,14 +208,19 @@ def _checked_state_dict(model: nn.Module, state: Mapping[str, Tensor], path: Pat
     state = _adapt_input_conv(state, expected)
     unexpected = [key for key in state if key not in expected and key not in skip]
     missing = [key for key in expected if key not in state and not key.endswith("num_batches_tracked")]
-    wrong = [f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}" for key, value in expected.items()
-             if key in state and state[key].shape != value.shape]
+    wrong = [
+        f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state and state[key].shape != value.shape
+    ]
     found = {"missing": missing, "unexpected": unexpected, "shape mismatch": wrong}
     problems = [f"{label} ({len(keys)}): {', '.join(keys[:_SHOWN_KEYS])}" for label, keys in found.items() if keys]
     if problems:
-        raise ConfigError(f"Weights file {str(path)!r} does not fit backbone {name!r}: {'; '.join(problems)}. "
-                          f"Pass a file saved from {name} (its own checkpoint or a bilatcf backbone), or the backbone "
-                          "name the file was made for.")
+        raise ConfigError(
+            f"Weights file {str(path)!r} does not fit backbone {name!r}: {'; '.join(problems)}. "
+            f"Pass a file saved from {name} (its own checkpoint or a bilatcf backbone), or the backbone "
+            "name the file was made for."
+        )
     return {key: value for key, value in state.items() if key in expected}
 
 
@@ -236,15 +262,20 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # unpickling fails with many exception types; all mean the same to the user
-            raise ConfigError(f"Cannot read weights file {str(path)!r} with torch.load(weights_only=True): {error}. "
-                              "Save a plain state dict: torch.save(model.state_dict(), path).") from error
+            raise ConfigError(
+                f"Cannot read weights file {str(path)!r} with torch.load(weights_only=True): {error}. "
+                "Save a plain state dict: torch.save(model.state_dict(), path)."
+            ) from error
     else:
-        raise ConfigError(f"Weights file {str(path)!r} has an unsupported extension; use .pth, .pt, .bin, .ckpt or "
-                          ".safetensors.")
+        raise ConfigError(
+            f"Weights file {str(path)!r} has an unsupported extension; use .pth, .pt, .bin, .ckpt or .safetensors."
+        )
     while isinstance(state, Mapping) and ("state_dict" in state or "model" in state):
         state = state.get("state_dict", state.get("model"))
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ConfigError(f"Weights file {str(path)!r} does not hold a state dict (a mapping of names to tensors, "
-                          "possibly under 'state_dict' or 'model'). Save one with "
-                          "torch.save(model.state_dict(), path).")
+        raise ConfigError(
+            f"Weights file {str(path)!r} does not hold a state dict (a mapping of names to tensors, "
+            "possibly under 'state_dict' or 'model'). Save one with "
+            "torch.save(model.state_dict(), path)."
+        )
     return dict(state)

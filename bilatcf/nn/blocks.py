@@ -60,20 +60,37 @@ def _out_activation(act: OutActivation) -> nn.Module:
 def _check_divisible(x: Tensor, factor: int, network: str) -> None:
     height, width = x.shape[-2:]
     if height % factor or width % factor:
-        raise ConfigError(f"{network} needs an input height and width divisible by {factor}; got {height}×{width}. "
-                          f"Choose an image size that is a multiple of {factor} (e.g. data.image_size) or make the "
-                          "network shallower.")
+        raise ConfigError(
+            f"{network} needs an input height and width divisible by {factor}; got {height}×{width}. "
+            f"Choose an image size that is a multiple of {factor} (e.g. data.image_size) or make the "
+            "network shallower."
+        )
 
 
 class ConvNormAct(nn.Sequential):
     """Convolution → normalisation → activation, padded to keep the size at stride 1 (``(k − 1) // 2`` per side)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 norm: Norm = "instance", act: Activation = "relu", padding: Padding = "zeros") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        norm: Norm = "instance",
+        act: Activation = "relu",
+        padding: Padding = "zeros",
+    ) -> None:
         _choice("padding", padding, ("zeros", "reflect"))
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=(kernel_size - 1) // 2,
-                      padding_mode=padding, bias=norm == "none"),
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding=(kernel_size - 1) // 2,
+                padding_mode=padding,
+                bias=norm == "none",
+            ),
             norm_layer(norm, out_channels),
             _activation(act),
         )
@@ -87,8 +104,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int, norm: Norm = "instance", padding: Padding = "reflect") -> None:
         super().__init__()
-        self.body = nn.Sequential(ConvNormAct(channels, channels, 3, norm=norm, act="relu", padding=padding),
-                                  ConvNormAct(channels, channels, 3, norm=norm, act="none", padding=padding))
+        self.body = nn.Sequential(
+            ConvNormAct(channels, channels, 3, norm=norm, act="relu", padding=padding),
+            ConvNormAct(channels, channels, 3, norm=norm, act="none", padding=padding),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -111,8 +130,9 @@ def _channel_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
 
 
 def _double_conv(in_channels: int, out_channels: int, norm: Norm) -> nn.Sequential:
-    return nn.Sequential(ConvNormAct(in_channels, out_channels, 3, norm=norm),
-                         ConvNormAct(out_channels, out_channels, 3, norm=norm))
+    return nn.Sequential(
+        ConvNormAct(in_channels, out_channels, 3, norm=norm), ConvNormAct(out_channels, out_channels, 3, norm=norm)
+    )
 
 
 class UNet(nn.Module):
@@ -130,15 +150,28 @@ class UNet(nn.Module):
         out_activation: None for a linear output (e.g. VA-GAN's additive map), "tanh" or "sigmoid".
     """
 
-    def __init__(self, in_channels: int, out_channels: int, base: int = 32, depth: int = 4, norm: Norm = "instance",
-                 out_activation: OutActivation = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        base: int = 32,
+        depth: int = 4,
+        norm: Norm = "instance",
+        out_activation: OutActivation = None,
+    ) -> None:
         super().__init__()
         widths = [base * 2**level for level in range(depth + 1)]
         self.depth = depth
-        self.down = nn.ModuleList([_double_conv(in_channels, widths[0], norm)]
-                                  + [_double_conv(widths[i], widths[i + 1], norm) for i in range(depth)])
-        self.up = nn.ModuleList([nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2, bias=norm == "none")
-                                 for i in reversed(range(depth))])
+        self.down = nn.ModuleList(
+            [_double_conv(in_channels, widths[0], norm)]
+            + [_double_conv(widths[i], widths[i + 1], norm) for i in range(depth)]
+        )
+        self.up = nn.ModuleList(
+            [
+                nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2, bias=norm == "none")
+                for i in reversed(range(depth))
+            ]
+        )
         self.merge = nn.ModuleList([_double_conv(2 * widths[i], widths[i], norm) for i in reversed(range(depth))])
         self.head = nn.Sequential(nn.Conv2d(widths[0], out_channels, 1), _out_activation(out_activation))
 
@@ -170,8 +203,16 @@ class ResnetGenerator(nn.Module):
         out_activation: "tanh" for images in [−1, 1], None for a linear output (e.g. a residual or a feature map).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, base: int = 64, num_blocks: int = 9, num_down: int = 2,
-                 norm: Norm = "instance", out_activation: OutActivation = "tanh") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        base: int = 64,
+        num_blocks: int = 9,
+        num_down: int = 2,
+        norm: Norm = "instance",
+        out_activation: OutActivation = "tanh",
+    ) -> None:
         super().__init__()
         self.num_down = num_down
         width = base * 2**num_down
@@ -192,7 +233,9 @@ class ResnetGenerator(nn.Module):
 def _up_conv(in_channels: int, out_channels: int, norm: Norm) -> nn.Sequential:
     return nn.Sequential(
         nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=norm == "none"),
-        norm_layer(norm, out_channels), nn.ReLU(inplace=True))
+        norm_layer(norm, out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
 class _AdaptiveStrideConv(nn.Conv2d):
@@ -228,14 +271,22 @@ class PatchDiscriminator(nn.Sequential):
 
     def __init__(self, in_channels: int, base: int = 64, num_layers: int = 3, norm: Norm = "instance") -> None:
         widths = [base * min(2**n, 8) for n in range(num_layers + 1)]
-        layers: list[nn.Module] = [_AdaptiveStrideConv(in_channels, base, min_size=3, bias=True),
-                                   _activation("leaky_relu")]
+        layers: list[nn.Module] = [
+            _AdaptiveStrideConv(in_channels, base, min_size=3, bias=True),
+            _activation("leaky_relu"),
+        ]
         for n in range(1, num_layers):
-            layers += [_AdaptiveStrideConv(widths[n - 1], widths[n], min_size=3, bias=norm == "none"),
-                       norm_layer(norm, widths[n]), _activation("leaky_relu")]
-        layers += [nn.Conv2d(widths[num_layers - 1], widths[num_layers], 4, padding=1, bias=norm == "none"),
-                   norm_layer(norm, widths[num_layers]), _activation("leaky_relu"),
-                   nn.Conv2d(widths[num_layers], 1, 4, padding=1)]
+            layers += [
+                _AdaptiveStrideConv(widths[n - 1], widths[n], min_size=3, bias=norm == "none"),
+                norm_layer(norm, widths[n]),
+                _activation("leaky_relu"),
+            ]
+        layers += [
+            nn.Conv2d(widths[num_layers - 1], widths[num_layers], 4, padding=1, bias=norm == "none"),
+            norm_layer(norm, widths[num_layers]),
+            _activation("leaky_relu"),
+            nn.Conv2d(widths[num_layers], 1, 4, padding=1),
+        ]
         super().__init__(*layers)
 
 
@@ -288,8 +339,9 @@ class WGANCritic(nn.Module):
         return self.head(self.body(x)).mean(dim=(1, 2, 3))
 
 
-def init_weights(module: nn.Module, init: Literal["normal", "xavier", "kaiming"] = "normal",
-                 gain: float = 0.02) -> nn.Module:
+def init_weights(
+    module: nn.Module, init: Literal["normal", "xavier", "kaiming"] = "normal", gain: float = 0.02
+) -> nn.Module:
     """Initialise convolutions/linears (bias 0) and affine norms (weight N(1, gain), bias 0), as pix2pix/CycleGAN/DCGAN.
 
     ``normal`` draws conv weights from N(0, gain) (the GAN papers' N(0, 0.02)); ``xavier`` uses gain as its gain;

@@ -40,9 +40,11 @@ def grad_cam(features: Tensor, score: Tensor) -> Tensor:
     retained so that the caller can still back-propagate through ``score``.
     """
     if not features.requires_grad:
-        raise ValueError("grad_cam needs features that require grad and are part of score's graph: compute them "
-                         "under torch.enable_grad(), outside torch.inference_mode (Lightning: Trainer(inference_mode="
-                         "False)), and call .requires_grad_() on a detached map before computing the score.")
+        raise ValueError(
+            "grad_cam needs features that require grad and are part of score's graph: compute them "
+            "under torch.enable_grad(), outside torch.inference_mode (Lightning: Trainer(inference_mode="
+            "False)), and call .requires_grad_() on a detached map before computing the score."
+        )
     (gradient,) = torch.autograd.grad(score.sum(), features, retain_graph=True)
     alpha = gradient.mean(dim=(2, 3), keepdim=True)
     return F.relu((alpha * features).sum(dim=1)).detach()

@@ -10,8 +10,7 @@ class LinearCAMHead(nn.Module):
     """Optional conv fusion block → global average pooling → linear → one logit, plus the CAM of the predicted class.
 
     With a single binary logit z = w·GAP(f) + b, the map of class 1 is w·f and that of class 0 is −w·f; the CAM returned
-    is
-    the map of the *predicted* class (what top-1 localisation evaluates).
+    is the map of the *predicted* class (what top-1 localisation evaluates).
 
     Args:
         in_channels: channels of the (fused) feature map.

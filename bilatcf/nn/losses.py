@@ -63,8 +63,9 @@ def chamfer_distance(a: Tensor, b: Tensor, reduction: Literal["mean", "sum"] = "
         raise ConfigError(f"Unknown chamfer reduction {reduction!r}; choose 'mean' or 'sum'.")
     with torch.autocast(device_type=a.device.type, enabled=False):
         a32, b32 = a.float(), b.float()
-        squared = (a32.pow(2).sum(-1, keepdim=True) + b32.pow(2).sum(-1).unsqueeze(1)
-                   - 2 * a32 @ b32.transpose(1, 2)).clamp_min(0)  # [B, N, M]
+        squared = (
+            a32.pow(2).sum(-1, keepdim=True) + b32.pow(2).sum(-1).unsqueeze(1) - 2 * a32 @ b32.transpose(1, 2)
+        ).clamp_min(0)  # [B, N, M]
         total = squared.min(dim=2).values.sum(dim=1) + squared.min(dim=1).values.sum(dim=1)
     return total / (a.shape[1] + b.shape[1]) if reduction == "mean" else total
 

@@ -63,7 +63,9 @@ class HistoryPool(nn.Module):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         items = state["items"]
         if len(items) > self.size:
-            raise ConfigError(f"The checkpoint holds a history pool of {len(items)} samples but this model's pool size "
-                              f"is {self.size}; build the model with the checkpoint's pool size.")
+            raise ConfigError(
+                f"The checkpoint holds a history pool of {len(items)} samples but this model's pool size "
+                f"is {self.size}; build the model with the checkpoint's pool size."
+            )
         self.items = list(items.unbind(0)) if len(items) else []
         self.generator.set_state(state["generator"].cpu())

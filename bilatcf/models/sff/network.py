@@ -7,9 +7,9 @@ from torch import Tensor, nn
 class FourViewFusion(nn.Module):
     """concat[H_T, H_R, GAP(H_T,other), GAP(H_R,other)] with the pooled other views broadcast over space.
 
-    The ipsilateral other view (CC ↔ MLO) shows the breast from another angle, so its pixels do not align with the
-    target's:
-    it enters as a global descriptor, while the mirrored contralateral view aligns roughly and is fused spatially.
+    The ipsilateral other view (CC ↔ MLO) shows the breast from another angle, so its pixels do not align
+    with the target's: it enters as a global descriptor, while the mirrored contralateral view aligns roughly
+    and is fused spatially.
     """
 
     def __init__(self, channels: int) -> None:
