@@ -3,6 +3,7 @@ history pool. Nothing here imports Lightning."""
 
 from bilatcf.nn.backbones import Backbone, create_backbone
 from bilatcf.nn.blocks import (
+    GAN_INIT_GAIN,
     ConvNormAct,
     FeatureDiscriminator,
     PatchDiscriminator,
@@ -29,6 +30,7 @@ from bilatcf.nn.losses import (
 from bilatcf.nn.pool import HistoryPool
 
 __all__ = [
+    "GAN_INIT_GAIN",
     "Backbone",
     "ConvNormAct",
     "FeatureDiscriminator",

@@ -339,8 +339,12 @@ class WGANCritic(nn.Module):
         return self.head(self.body(x)).mean(dim=(1, 2, 3))
 
 
+#: Standard deviation of the N(0, σ) initialisation of GAN generators and discriminators (pix2pix/CycleGAN/DCGAN).
+GAN_INIT_GAIN = 0.02
+
+
 def init_weights(
-    module: nn.Module, init: Literal["normal", "xavier", "kaiming"] = "normal", gain: float = 0.02
+    module: nn.Module, init: Literal["normal", "xavier", "kaiming"] = "normal", gain: float = GAN_INIT_GAIN
 ) -> nn.Module:
     """Initialise convolutions/linears (bias 0) and affine norms (weight N(1, gain), bias 0), as pix2pix/CycleGAN/DCGAN.
 

@@ -19,31 +19,54 @@ from bilatcf.errors import ConfigError
 GanMode = Literal["bce", "lsgan", "wgan"]
 
 
-def gan_loss(logits: Tensor, real: bool, mode: GanMode = "bce") -> Tensor:
-    """Adversarial loss of discriminator outputs against the label ``real``, averaged over all elements.
+def gan_loss(
+    logits: Tensor, real: bool, mode: GanMode = "bce", weight: Tensor | None = None, per_sample: bool = False
+) -> Tensor:
+    """Adversarial loss of discriminator outputs against the label ``real``, averaged over all elements (in float32).
 
     ``bce``: binary cross-entropy on logits (original GAN). ``lsgan``: mean squared error to 1 (real) or 0 (fake).
     ``wgan``: −mean(logits) for real, +mean(logits) for fake, so that the critic loss is
     ``gan_loss(D(x), True) + gan_loss(D(G(z)), False)`` = E[D(G(z))] − E[D(x)] and the generator loss is
     ``gan_loss(D(G(z)), True)`` = −E[D(G(z))], the same call pattern as the other two modes.
+
+    ``weight`` [B, 1, h, w] (e.g. an estimated lesion area, CGN Eq. 17–18) weights the patches of a patch output
+    [B, 1, h', w']: it is resized to the patch map and renormalised to sum 1 per sample, and the loss is the weighted
+    sum per sample, averaged over the batch. ``per_sample``: return the [B] per-sample losses instead of their mean
+    (to weight or select samples with a denominator that does not depend on the selection, as DDP parity needs).
     """
+    logits = logits.float()
     if mode == "bce":
-        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(real)))
-    if mode == "lsgan":
-        return F.mse_loss(logits, torch.full_like(logits, float(real)))
-    if mode == "wgan":
-        return -logits.mean() if real else logits.mean()
-    raise ConfigError(f"Unknown GAN loss mode {mode!r}; choose 'bce', 'lsgan' or 'wgan'.")
+        per_patch = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(real)), reduction="none")
+    elif mode == "lsgan":
+        per_patch = (logits - float(real)).pow(2)
+    elif mode == "wgan":
+        per_patch = -logits if real else logits
+    else:
+        raise ConfigError(f"Unknown GAN loss mode {mode!r}; choose 'bce', 'lsgan' or 'wgan'.")
+    if weight is None:
+        per_sample_loss = per_patch.flatten(1).mean(dim=1) if per_patch.dim() > 1 else per_patch
+    else:
+        weight = weight.float()
+        if weight.shape[-2:] != logits.shape[-2:]:
+            weight = F.interpolate(weight, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+        weight = weight / weight.flatten(1).sum(dim=1).clamp_min(1e-12)[:, None, None, None]
+        per_sample_loss = (per_patch * weight).flatten(1).sum(dim=1)
+    return per_sample_loss if per_sample else per_sample_loss.mean()
 
 
-def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
+def gradient_penalty(
+    critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, epsilon: Tensor | None = None
+) -> Tensor:
     """WGAN-GP penalty (Gulrajani et al. 2017): E[(‖∇D(x̂)‖₂ − 1)²] at x̂ = ε·real + (1 − ε)·fake, ε ~ U(0, 1) per sample.
 
     The gradient is flattened per sample (not per channel or per pixel), and built with ``create_graph=True`` so that
     the penalty trains the critic. ``real`` and ``fake`` are detached: the penalty never reaches the generator. A critic
-    with a patch output is penalised on the gradient of the sum of its patch scores.
+    with a patch output is penalised on the gradient of the sum of its patch scores. ``epsilon`` [B]: the mixing
+    weights (e.g. from :meth:`BilateralModule.sample_random`, so DDP and resumed runs draw the same); None draws them.
     """
-    epsilon = torch.rand(real.shape[0], *[1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
+    if epsilon is None:
+        epsilon = torch.rand(real.shape[0], device=real.device)
+    epsilon = epsilon.to(real.dtype).reshape(real.shape[0], *[1] * (real.dim() - 1))
     mixed = (epsilon * real.detach() + (1 - epsilon) * fake.detach()).requires_grad_(True)
     (gradient,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     norm = (gradient.flatten(1).pow(2).sum(dim=1) + 1e-12).sqrt()  # the epsilon keeps the gradient finite at norm 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -19,12 +20,16 @@ class HistoryPool(nn.Module):
 
     The stored samples and the state of the pool's own random generator are part of ``state_dict()`` (extra state), so a
     run resumed from a checkpoint draws exactly what the uninterrupted run would have drawn. Under DDP every process
-    keeps its own pool of its own samples.
+    keeps its own pool of its own samples (``per_rank_state``: bilatcf checkpoints keep every rank's pool). Draws come
+    from per-sample generators when the caller passes them (bilatcf models pass ones keyed on the sample, so the draws
+    do not depend on which process holds a sample), else from the pool's own generator.
 
     Args:
         size: number of samples kept; 0 disables the pool (queries are returned unchanged).
         seed: seed of the pool's random generator.
     """
+
+    per_rank_state = True
 
     def __init__(self, size: int = 50, seed: int = 0) -> None:
         super().__init__()
@@ -39,17 +44,23 @@ class HistoryPool(nn.Module):
         """How many samples the pool holds."""
         return len(self.items)
 
-    def query(self, batch: Tensor) -> Tensor:
-        """Return a batch of the same shape, each sample either ``batch``'s or one swapped out of the pool."""
+    def query(self, batch: Tensor, generators: Sequence[torch.Generator] | None = None) -> Tensor:
+        """Return a batch of the same shape, each sample either ``batch``'s or one swapped out of the pool.
+
+        ``generators``: one CPU generator per sample for its draws (None: the pool's own generator).
+        """
         if self.size == 0:
             return batch
+        if generators is not None and len(generators) != len(batch):
+            raise ConfigError(f"HistoryPool.query got {len(generators)} generators for {len(batch)} samples.")
         returned = []
-        for sample in batch.detach():
+        for i, sample in enumerate(batch.detach()):
+            generator = self.generator if generators is None else generators[i]
             if len(self.items) < self.size:
                 self.items.append(sample.clone())
                 returned.append(sample)
-            elif torch.rand(1, generator=self.generator).item() < 0.5:
-                index = int(torch.randint(len(self.items), (1,), generator=self.generator).item())
+            elif torch.rand(1, generator=generator).item() < 0.5:
+                index = int(torch.randint(len(self.items), (1,), generator=generator).item())
                 returned.append(self.items[index].to(sample.device, sample.dtype))
                 self.items[index] = sample.clone()
             else:
