@@ -46,13 +46,13 @@ def main() -> None:
     for batch in datamodule.test_dataloader():
         out = model.predict_step(batch)
         for i in range(len(batch)):
-            cam = out["cam"][i, 0]
-            malignant_map = cam if int(out["pred"][i]) == 1 else 1.0 - cam
-            iou, area = best_iou(cam, out["boxes"][i])
-            correct.append(int(out["pred"][i]) == int(out["label"][i]))
-            predicted.append(int(out["pred"][i]))
+            cam, boxes = out.cam[i, 0], batch.meta[i].get("boxes", [])
+            malignant_map = cam if int(out.pred[i]) == 1 else 1.0 - cam
+            iou, area = best_iou(cam, boxes)
+            correct.append(int(out.pred[i]) == int(batch.label[i]))
+            predicted.append(int(out.pred[i]))
             hit.append(iou >= 0.1)
-            hit_malignant.append(best_iou(malignant_map, out["boxes"][i])[0] >= 0.1)
+            hit_malignant.append(best_iou(malignant_map, boxes)[0] >= 0.1)
             areas.append(area)
             ious.append(iou)
             peak_outside.append(float(batch.target[i, 0].flatten()[cam.argmax()]) <= 0.0)

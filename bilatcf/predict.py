@@ -9,11 +9,16 @@ from typing import Any
 import numpy as np
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-CSV_COLUMNS = ("image_id", "reference_id", "patient_id", "laterality", "view", "prob", "label")
+from bilatcf.models.outputs import require_output
+
+CSV_COLUMNS = ("image_id", "reference_id", "patient_id", "laterality", "view", "score", "pred", "label")
 
 
 class PredictionWriter(BasePredictionWriter):
     """Write ``predictions.csv`` and ``heatmaps/<image_id>.{npy,png}`` into ``<run dir>/<dirname>``.
+
+    Columns: ids, ``score`` (the task score: a probability, or the raw score of anomaly models), ``pred`` (the class at
+    the model's operating threshold), ``label`` and one ``<head>_score`` per extra head.
 
     Args:
         dirname: folder (inside the run dir) receiving the predictions.
@@ -39,25 +44,29 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         import cv2
 
+        output = require_output(prediction, "predict_step")
+        labels = getattr(output.batch, getattr(pl_module, "label_field", "label"))
         folder = self._folder(trainer)
-        for i, meta in enumerate(prediction["meta"]):
-            self._rows.append(
-                {
-                    "image_id": meta.get("image_id", f"{batch_idx}_{i}"),
-                    "reference_id": meta.get("reference_id", ""),
-                    "patient_id": meta.get("patient_id", ""),
-                    "laterality": meta.get("laterality", ""),
-                    "view": meta.get("view", ""),
-                    "prob": f"{float(prediction['prob'][i]):.6f}",
-                    "label": int(prediction["label"][i]),
-                }
-            )
+        for i, meta in enumerate(output.batch.meta):
+            row = {
+                "image_id": meta.get("image_id", f"{batch_idx}_{i}"),
+                "reference_id": meta.get("reference_id", ""),
+                "patient_id": meta.get("patient_id", ""),
+                "laterality": meta.get("laterality", ""),
+                "view": meta.get("view", ""),
+                "score": f"{float(output.score[i]):.6f}",
+                "pred": int(output.pred[i]),
+                "label": int(labels[i]),
+            }
+            row.update({f"{name}_score": f"{float(score[i]):.6f}" for name, score in output.head_scores.items()})
+            self._rows.append(row)
             if not self.heatmaps:
                 continue
-            stem = folder / "heatmaps" / str(self._rows[-1]["image_id"])
+            stem = folder / "heatmaps" / str(row["image_id"])
             for key in ("cam", "explanation", "counterfactual"):
-                if key in prediction:
-                    heatmap = prediction[key][i, 0].float().cpu().numpy()
+                value = getattr(output, key)
+                if value is not None:
+                    heatmap = value[i, 0].float().cpu().numpy()
                     np.save(f"{stem}_{key}.npy", heatmap.astype(np.float32))
                     scaled = (heatmap - heatmap.min()) / max(float(heatmap.max() - heatmap.min()), 1e-8)
                     cv2.imwrite(f"{stem}_{key}.png", (scaled * 255).astype(np.uint8))
@@ -66,7 +75,8 @@ class PredictionWriter(BasePredictionWriter):
         folder = self._folder(trainer)
         path = folder / (f"predictions_rank{trainer.global_rank}.csv" if trainer.world_size > 1 else "predictions.csv")
         with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+            heads = [f"{name}_score" for name in getattr(pl_module, "extra_heads", {})]
+            writer = csv.DictWriter(handle, fieldnames=(*CSV_COLUMNS, *heads))
             writer.writeheader()
             writer.writerows(self._rows)
         if trainer.global_rank == 0:

@@ -37,10 +37,10 @@ def _ensure_loaded() -> None:
     import bilatcf.models  # noqa: F401  (registers every model)
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
+def list_models(include_hidden: bool = False) -> list[str]:
+    """Names of the registered models, sorted; ``include_hidden`` adds the hidden ones (the template)."""
     _ensure_loaded()
-    return sorted(_MODELS)
+    return sorted(name for name, cls in _MODELS.items() if include_hidden or not cls.hidden)
 
 
 def get_model_class(name: str) -> type[BilateralModule]:

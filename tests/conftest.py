@@ -24,10 +24,12 @@ TINY_MODEL_OVERRIDES = {"backbone": "test_resnet", "output_stride": 16}
 
 
 def model_cases() -> list[tuple[str, str, dict]]:
-    """(case id, registry name, init_args) for every registered model and every ablation YAML."""
+    """(case id, registry name, init_args) for every registered model (hidden ones included: the template and the
+    harness models of tests/harness_models.py) and every ablation YAML."""
+    import tests.harness_models  # noqa: F401  (registers the harness models)
     from bilatcf.registry import get_model_class, list_models
 
-    cases = [(name, name, {}) for name in list_models()]
+    cases = [(name, name, {}) for name in list_models(include_hidden=True)]
     for path in sorted((REPO / "configs" / "ablations").rglob("*.yaml")):
         model = yaml.safe_load(path.read_text())["model"]
         class_path = model["class_path"]
@@ -57,10 +59,40 @@ def tiny_cli_overrides(cls: type, init_args: dict) -> list[str]:
     return args
 
 
+#: The tiny unilateral toy data of models that declare a ``toy_preset``.
+TOY_DATA = {"num_images": 40, "batch_size": 4}
+
+
+def tiny_data_config(cls: type) -> dict:
+    """The DataModule config (class_path + init_args) of a model's tiny data: toy data or tiny synthetic pairs."""
+    if cls.toy_preset is not None:
+        return {
+            "class_path": "bilatcf.data.datamodule.UnilateralDataModule",
+            "init_args": {"preset": cls.toy_preset, **TOY_DATA},
+        }
+    init_args = {"num_patients": 48, "image_size": [64, 32], "batch_size": 4, **cls.data_options}
+    return {"class_path": "bilatcf.data.datamodule.BilateralDataModule", "init_args": init_args}
+
+
 CASES = model_cases()
 CASE_IDS = [c[0] for c in CASES]
 BASE_CASES = [c for c in CASES if "/" not in c[0]]
 BASE_CASE_IDS = [c[0] for c in BASE_CASES]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_datamodule(tiny_datamodule_factory):
+    """The tiny data a model class trains on in the tests (set up for fit)."""
+    from bilatcf.data.datamodule import UnilateralDataModule
+
+    def build(cls: type, **overrides):
+        if cls.toy_preset is None:
+            return tiny_datamodule_factory(cls.data_options, **overrides)
+        datamodule = UnilateralDataModule(preset=cls.toy_preset, **{**TOY_DATA, **overrides})
+        datamodule.setup("fit")
+        return datamodule
+
+    return build
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from bilatcf.data.types import BilateralBatch
-from bilatcf.errors import DataError
+from bilatcf.errors import ConfigError, DataError
 from bilatcf.metrics import EvaluationCallback, EvaluationSuite, FigureCallback
+from bilatcf.metrics.callbacks import figure_sample
+from bilatcf.models.outputs import BilateralOutput
 
 PROBS = [0.9, 0.8, 0.3, 0.4, 0.2, 0.1, 0.7, 0.6]
 LABELS = [1, 1, 1, 0, 0, 0, 1, 0]
@@ -84,7 +86,7 @@ class FakeModel(pl.LightningModule):
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    def predict_step(self, batch: BilateralBatch, batch_idx: int = 0) -> dict:
+    def predict_step(self, batch: BilateralBatch, batch_idx: int = 0) -> BilateralOutput:
         index = [m["index"] for m in batch.meta]
         prob = torch.tensor([PROBS[i] for i in index])
         cam = batch.target_mask.clone()
@@ -92,31 +94,24 @@ class FakeModel(pl.LightningModule):
             if i == 6:
                 cam[row] = 0.0
                 cam[row, :, 4:8, 4:12] = 1.0
-        return {
-            "prob": prob,
-            "pred": (prob >= 0.5).long(),
-            "label": batch.label,
-            "cam": cam,
-            "target": batch.target,
-            "reference": batch.reference,
-            "target_mask": batch.target_mask,
-            "has_mask": batch.has_mask,
-            "healthy": batch.healthy,
-            "has_healthy": batch.has_healthy,
-            "boxes": [m["boxes"] for m in batch.meta],
-            "meta": batch.meta,
-            "counterfactual": batch.healthy,
-            "explanation": (batch.target - batch.healthy).abs(),
-            "target_features": _features(batch.target),
-            "reference_features": _features(batch.reference),
-            "cf_features": _features(batch.healthy),
-            "healthy_features": _features(batch.healthy),
-        }
+        return BilateralOutput(
+            logits=torch.logit(prob),
+            cam=cam,
+            score=prob,
+            pred=(prob >= 0.5).long(),
+            batch=batch,
+            counterfactual=batch.healthy,
+            explanation=(batch.target - batch.healthy).abs(),
+            target_features=_features(batch.target),
+            reference_features=_features(batch.reference),
+            cf_features=_features(batch.healthy),
+            healthy_features=_features(batch.healthy),
+        )
 
-    def validation_step(self, batch: BilateralBatch, batch_idx: int) -> dict:
+    def validation_step(self, batch: BilateralBatch, batch_idx: int) -> BilateralOutput:
         return self.predict_step(batch, batch_idx)
 
-    def test_step(self, batch: BilateralBatch, batch_idx: int) -> dict:
+    def test_step(self, batch: BilateralBatch, batch_idx: int) -> BilateralOutput:
         return self.predict_step(batch, batch_idx)
 
 
@@ -173,8 +168,8 @@ def test_metrics_json_values(fitted):
         "test/expl_dice": 1.0,
         "test/expl_ncc": 1.0,
         "test/expl_ncc_std": 0.0,
-        "test/nonres_in": 1 - 0.6,
-        "test/nonres_out": 1.0,
+        "test/nonres_dissimilarity_in": 0.6,  # the lesion (0.9 on 0.3) is removed: |y − x| = 0.6 inside
+        "test/nonres_dissimilarity_out": 0.0,  # and nothing changes outside
         "test/masked_ssim": 1.0,
         "test/cf_fidelity_mae_in": 0.0,
         "test/cf_fidelity_mae_out": 0.0,
@@ -219,17 +214,9 @@ def test_empty_test_split_raises(tmp_path):
 def test_suite_omits_what_a_model_does_not_produce():
     suite = EvaluationSuite(num_bootstrap=10)
     batch = BilateralBatch.collate([_sample(i) for i in range(4)])
-    outputs = FakeModel().predict_step(batch)
-    for key in (
-        "counterfactual",
-        "explanation",
-        "target_features",
-        "reference_features",
-        "cf_features",
-        "healthy_features",
-    ):
-        del outputs[key]
-    outputs["label"] = torch.tensor([1, 1, 1, 1])  # one class only: AUC undefined
+    full = FakeModel().predict_step(batch)
+    batch.label = torch.tensor([1, 1, 1, 1])  # one class only: AUC undefined
+    outputs = BilateralOutput(logits=full.logits, cam=full.cam, score=full.score, pred=full.pred, batch=batch)
     suite.update(outputs)
     results = suite.compute()
     assert sorted(results) == [
@@ -259,11 +246,11 @@ def test_pair_panel_has_one_column_per_available_map(tmp_path):
 
     from bilatcf.viz import pair_panel
 
-    outputs = FakeModel().predict_step(BilateralBatch.collate([_sample(i) for i in (0, 3)]))
-    full = imread(pair_panel(outputs, tmp_path / "full.png"))
-    for key in ("counterfactual", "explanation"):
-        del outputs[key]
-    plain = imread(pair_panel(outputs, tmp_path / "plain.png"))
+    output = FakeModel().predict_step(BilateralBatch.collate([_sample(i) for i in (0, 3)]))
+    samples = [figure_sample(output, row) for row in range(2)]
+    full = imread(pair_panel(_stacked(samples), tmp_path / "full.png"))
+    plain_output = output.replace(counterfactual=None, explanation=None)
+    plain = imread(pair_panel(_stacked([figure_sample(plain_output, row) for row in range(2)]), tmp_path / "plain.png"))
     # 3-inch square panels at 100 dpi: 2 rows; 5 columns (target, reference, counterfactual, residual, CAM) or 3.
     assert full.shape[:2] == (600, 1500) and plain.shape[:2] == (600, 900)
 
@@ -275,3 +262,33 @@ def test_roc_figure_needs_both_classes(tmp_path):
     assert path.stat().st_size > 1000
     with pytest.raises(DataError, match="both classes"):
         roc_figure(torch.tensor([0.2, 0.8]), torch.tensor([1, -1]), tmp_path / "bad.png")
+
+
+def test_suite_evaluates_every_extra_head_against_its_label():
+    suite = EvaluationSuite(num_bootstrap=10)
+    suite.configure("label", {"asymmetry": "asym_label", "reference": "ref_label"})
+    batch = BilateralBatch.collate([_sample(i) for i in range(8)])
+    full = FakeModel().predict_step(batch)
+    batch.ref_label = torch.tensor([1, 0, 1, 0, 1, 0, 1, 0])
+    # The asymmetry head ranks the pairs like the task score; the reference head ranks them perfectly.
+    heads = {"asymmetry": full.score, "reference": batch.ref_label.float()}
+    suite.update(full.replace(head_scores=heads))
+    results = suite.compute()
+    assert results["asymmetry_auc"] == pytest.approx(14 / 16)
+    assert results["reference_auc"] == pytest.approx(1.0)
+    assert results["reference_auc_ci_low"] <= 1.0 and "reference_auc_ci_high" in results
+
+
+def test_suite_refuses_a_plain_dict():
+    with pytest.raises(ConfigError, match="BilateralOutput"):
+        EvaluationSuite(num_bootstrap=10).update({"prob": torch.zeros(1)})
+
+
+def _stacked(samples: list[dict]) -> dict:
+    """Several one-pair figure samples as one sample dict of several rows."""
+    return {
+        key: torch.cat([s[key] for s in samples])
+        if isinstance(samples[0][key], torch.Tensor)
+        else [v for s in samples for v in s[key]]
+        for key in samples[0]
+    }

@@ -15,7 +15,9 @@ import yaml
 
 from bilatcf.errors import ConfigError
 from bilatcf.models.cgn import CGN
-from bilatcf.models.cgn.network import ADAIN_EPS, adversarial_loss, generator_input, lesion_estimate
+from bilatcf.models.cgn.network import ADAIN_EPS, generator_input, lesion_estimate
+from bilatcf.models.outputs import BilateralOutput
+from bilatcf.nn.losses import gan_loss
 
 TINY = {"backbone": "test_resnet", "output_stride": 16}
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +125,7 @@ def test_omega_is_a_distribution_over_positions_for_both_estimates():
     out = model(images(0), images(1))
     for feedback in (True, False):
         omega = lesion_estimate(out, feedback=feedback)
-        assert omega.shape == out["cam"].shape
+        assert omega.shape == out.cam.shape
         assert not omega.requires_grad
         torch.testing.assert_close(omega.flatten(1).sum(1), torch.ones(2))
 
@@ -132,12 +134,12 @@ def test_feedback_omega_is_the_softmax_of_the_cam_and_non_feedback_follows_the_d
     cam = torch.tensor([0.0, math.log(3.0)]).view(1, 1, 2, 1)
     target = torch.zeros(1, 2, 2, 1)
     counterfactual = torch.tensor([[3.0, 0.0], [0.0, 0.0]]).view(1, 2, 2, 1)  # position 0 differs by ‖(3, 0)‖² = 9
-    out = {"cam": cam, "target_features": target, "cf_features": counterfactual}
+    out = BilateralOutput(logits=torch.tensor([1.0]), cam=cam, target_features=target, cf_features=counterfactual)
     torch.testing.assert_close(lesion_estimate(out, feedback=True), column([0.25, 0.75]))
     weight = math.exp(9.0) / (math.exp(9.0) + 1.0)
     torch.testing.assert_close(lesion_estimate(out, feedback=False), column([weight, 1 - weight]))
     # Predicted benign (logit < 0): the head returned −w·f; the malignant-class Ω softmaxes w·f instead.
-    out["logits"] = torch.tensor([-1.0])
+    out = out.replace(logits=torch.tensor([-1.0]))
     torch.testing.assert_close(lesion_estimate(out, True, class_map="malignant"), column([0.75, 0.25]))
     torch.testing.assert_close(lesion_estimate(out, True, class_map="predicted"), column([0.25, 0.75]))
 
@@ -146,9 +148,9 @@ def test_masked_adversarial_loss_only_counts_the_lesion_patches():
     logits = column([2.0, -3.0])
     softplus = torch.nn.functional.softplus
     plain = (softplus(torch.tensor(-2.0)) + softplus(torch.tensor(3.0))) / 2  # BCE against "real" = softplus(−z)
-    assert adversarial_loss(logits, True).item() == pytest.approx(plain.item())
-    assert adversarial_loss(logits, True, column([1.0, 0.0])).item() == pytest.approx(math.log1p(math.exp(-2.0)))
-    assert adversarial_loss(logits, False, column([0.0, 1.0])).item() == pytest.approx(math.log1p(math.exp(-3.0)))
+    assert gan_loss(logits, True).item() == pytest.approx(plain.item())
+    assert gan_loss(logits, True, weight=column([1.0, 0.0])).item() == pytest.approx(math.log1p(math.exp(-2.0)))
+    assert gan_loss(logits, False, weight=column([0.0, 1.0])).item() == pytest.approx(math.log1p(math.exp(-3.0)))
 
 
 # ---------------------------------------------------------------------------------------------------- the flags
@@ -157,19 +159,19 @@ def test_masked_adversarial_loss_only_counts_the_lesion_patches():
 def test_tf_gan_generator_ignores_the_reference_and_adain_gan_reads_it():
     target, first, second = images(0), images(1), images(2)
     tf_gan = tiny(bilateral="tf-gan", use_ne=False, triplet="none").eval()
-    torch.testing.assert_close(tf_gan(target, first)["cf_features"], tf_gan(target, second)["cf_features"])
+    torch.testing.assert_close(tf_gan(target, first).cf_features, tf_gan(target, second).cf_features)
     adain_gan = tiny().eval()
-    assert not torch.allclose(adain_gan(target, first)["cf_features"], adain_gan(target, second)["cf_features"])
+    assert not torch.allclose(adain_gan(target, first).cf_features, adain_gan(target, second).cf_features)
 
 
 def test_vanilla_never_reads_the_reference_and_sbf_does():
     target, first, second = images(0), images(1), images(2)
     vanilla = tiny(bilateral="none", use_ne=False, triplet="none")
     out = vanilla(target, first)
-    assert "reference_features" not in out and "cf_features" not in out
-    torch.testing.assert_close(out["logits"], vanilla(target, second)["logits"])
+    assert out.reference_features is None and out.cf_features is None
+    torch.testing.assert_close(out.logits, vanilla(target, second).logits)
     sbf = tiny(bilateral="sbf", use_ne=False, triplet="none").eval()
-    assert not torch.allclose(sbf(target, first)["logits"], sbf(target, second)["logits"])
+    assert not torch.allclose(sbf(target, first).logits, sbf(target, second).logits)
 
 
 def test_networks_built_for_each_row():
@@ -184,11 +186,11 @@ def test_networks_built_for_each_row():
 def test_classifier_input_is_residual_and_target():
     model = tiny().eval()
     out = model(images(0), images(1))
-    residual = out["target_features"] - out["cf_features"]
-    expected_logits, expected_cam = model.network.classifier(torch.cat([residual, out["target_features"]], dim=1))
-    torch.testing.assert_close(out["logits"], expected_logits)
-    torch.testing.assert_close(out["cam"], expected_cam)
-    torch.testing.assert_close(out["explanation"], residual.abs().amax(dim=1, keepdim=True))
+    residual = out.target_features - out.cf_features
+    expected_logits, expected_cam = model.network.classifier(torch.cat([residual, out.target_features], dim=1))
+    torch.testing.assert_close(out.logits, expected_logits)
+    torch.testing.assert_close(out.cam, expected_cam)
+    torch.testing.assert_close(out.explanation, residual.abs().amax(dim=1, keepdim=True))
 
 
 def loss_gradients(model: CGN, name: str) -> dict[str, bool]:
@@ -224,8 +226,8 @@ def test_classification_loss_trains_the_backbone_on_the_reference_through_the_co
     reference = images(1).requires_grad_()
     out = model(images(0), reference)
     with torch.no_grad():  # one G pass without gradients, two copies with: the same values
-        torch.testing.assert_close(out["logits"], model(images(0), reference)["logits"])
-    out["logits"].sum().backward()
+        torch.testing.assert_close(out.logits, model(images(0), reference).logits)
+    out.logits.sum().backward()
     assert reference.grad.abs().sum() > 0  # H_R reaches L_CLS only through AdaIN and G
 
 
@@ -233,7 +235,7 @@ def test_negative_embedding_does_not_touch_batch_norm_statistics():
     model = tiny()
     out = model(images(0), images(1))
     before = {k: v.clone() for k, v in model.network.classifier.state_dict().items()}
-    model.network.counterfactual_logits(out["cf_features"], train_classifier=False)
+    model.network.counterfactual_logits(out.cf_features, train_classifier=False)
     after = model.network.classifier.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert model.network.classifier.training
@@ -287,8 +289,8 @@ def test_one_training_step_updates_both_optimizers_and_counts_one_iteration(tiny
         for n in (names[id(p)] for g in discriminator_optimizer.param_groups for p in g["params"])
     )
     assert {
-        "train/loss",
-        "train/loss_d",
+        "train/generator",
+        "train/discriminator",
         "train/cls",
         "train/adv",
         "train/ne",
@@ -302,10 +304,10 @@ def test_image_level_outputs_a_counterfactual_image_in_unit_range():
     model = tiny(level="image")
     target = images(0)
     out = model(target, images(1))
-    assert out["counterfactual"].shape == target.shape
-    assert out["counterfactual"].min() >= 0 and out["counterfactual"].max() <= 1
-    torch.testing.assert_close(out["explanation"], (target - out["counterfactual"]).abs())
-    assert out["cf_features"].shape == out["target_features"].shape
+    assert out.counterfactual.shape == target.shape
+    assert out.counterfactual.min() >= 0 and out.counterfactual.max() <= 1
+    torch.testing.assert_close(out.explanation, (target - out.counterfactual).abs())
+    assert out.cf_features.shape == out.target_features.shape
 
 
 # ---------------------------------------------------------------------------------------------------- configs

@@ -145,6 +145,7 @@ class PairDataset(Dataset):
                 "laterality": pair.target.laterality,
                 "view": pair.target.view,
                 "reference_is_self": pair.reference_is_self,
+                "index": index,  # the pair's index in its split: keys per-sample randomness in the models
             },
         )
         return sample
@@ -363,7 +364,7 @@ class UnilateralDataModule(pl.LightningDataModule):
             "asym_label": label,
             "has_mask": bool(mask.any()),
             "has_healthy": False,
-            "meta": {"image_id": f"{self.hparams.preset}_{i}", "boxes": _mask_boxes(self.toy.masks[i])},
+            "meta": {"image_id": f"{self.hparams.preset}_{i}", "index": i, "boxes": _mask_boxes(self.toy.masks[i])},
             "target_other": None,
             "reference_other": None,
         }

@@ -44,9 +44,9 @@ from bilatcf.metrics.localization import (
     annotated,
     threshold_rule,
 )
+from bilatcf.models.outputs import BilateralOutput, require_output
 from bilatcf.viz import pair_panel
 
-REQUIRED_KEYS = ("prob", "label", "cam", "target", "target_mask", "has_mask", "boxes")
 FID_PAIRS = ("target_reference", "cf_reference", "target_cf", "target_cf_outside")
 
 
@@ -68,7 +68,8 @@ class EvaluationSuite(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.num_pairs = SumMetric()
-        self.auc = BootstrapAUROC(num_bootstrap=num_bootstrap, seed=seed)
+        self._auc_args = {"num_bootstrap": num_bootstrap, "seed": seed}
+        self.auc = BootstrapAUROC(**self._auc_args)
         self.rates = ClassificationRates()
         self.loc = TopOneLocError(iou_threshold=loc_iou, cam_threshold=cam_threshold)
         self.seg = SegmentationScores(threshold=seg_threshold)
@@ -79,43 +80,47 @@ class EvaluationSuite(torch.nn.Module):
         self.fidelity = MaskedImageComparison()
         self.fid = torch.nn.ModuleDict({name: FeatureFrechetDistance() for name in FID_PAIRS})
         self.feature_fidelity = FeatureFidelityRatio()
+        self.configure("label", {})
 
-    def update(self, outputs: Mapping[str, Any]) -> None:
-        """Add one batch of a model's validation/test/predict output dict."""
-        missing = [key for key in REQUIRED_KEYS if key not in outputs]
-        if missing:
+    def configure(self, label_field: str, heads: Mapping[str, str]) -> None:
+        """Read the task label from the batch field ``label_field``, and evaluate one AUC (with bootstrap CI) per
+        extra head of the model, ``heads`` mapping each head name to its batch label field."""
+        self.label_field = label_field
+        self.head_labels = dict(heads)
+        self.head_auc = torch.nn.ModuleDict({name: BootstrapAUROC(**self._auc_args) for name in heads})
+
+    def update(self, output: BilateralOutput) -> None:
+        """Add one batch of a model's evaluated output (``BilateralModule.predict_step``)."""
+        output = require_output(output, "the evaluated step")
+        batch = output.batch
+        if output.score is None or batch is None:
             raise ConfigError(
-                f"the evaluation got a model output dict without {missing} (keys: {sorted(outputs)}); "
-                "test_step/validation_step must return the BilateralModule.predict_step dict."
+                "the evaluation got a BilateralOutput without score/batch: validation_step and test_step must "
+                "return BilateralModule.predict_step(batch), which fills them."
             )
-        prob, label, cam = outputs["prob"], outputs["label"], outputs["cam"]
-        mask, has_mask = outputs["target_mask"], outputs["has_mask"].bool()
-        self.num_pairs.update(torch.tensor(float(prob.shape[0]), device=prob.device))
-        self.auc.update(prob, label)
-        self.rates.update(prob, label)
-        self.loc.update(cam, outputs.get("pred", (prob >= 0.5).long()), label, outputs["boxes"])
+        label = getattr(batch, self.label_field)
+        mask, has_mask, cam = batch.target_mask, batch.has_mask.bool(), output.cam
+        boxes = [meta.get("boxes", []) for meta in batch.meta]
+        self.num_pairs.update(torch.tensor(float(len(output)), device=cam.device))
+        self.auc.update(output.score, label)
+        self.rates.update(output.pred, label)
+        self.loc.update(cam, output.pred, label, boxes)
         self.seg.update(cam, mask, has_mask)
         self.tloc.update(cam, mask, has_mask)
-        if "explanation" in outputs:
-            self.expl.update(outputs["explanation"].abs(), mask, has_mask)
-            self.ncc.update(outputs["explanation"], mask, has_mask)
-        if "counterfactual" in outputs:
-            self._update_images(outputs, mask, has_mask)
-        if "cf_features" in outputs or "reference_features" in outputs:
-            self._update_features(outputs, mask, has_mask)
+        for name, field in self.head_labels.items():
+            self.head_auc[name].update(output.head_scores[name], getattr(batch, field))
+        if output.explanation is not None:
+            self.expl.update(output.explanation.abs(), mask, has_mask)
+            self.ncc.update(output.explanation, mask, has_mask)
+        if output.counterfactual is not None:
+            # Non-resemblance and masked SSIM are defined on images with a lesion (CX-GAN §4.3–4.4).
+            self.nonres.update(batch.target, output.counterfactual, mask, annotated(mask, has_mask))
+            self.fidelity.update(output.counterfactual, batch.healthy, mask, has_mask & batch.has_healthy.bool())
+        if output.target_features is not None:
+            self._update_features(output, mask, has_mask)
 
-    def _update_images(self, outputs: Mapping[str, Any], mask: Tensor, has_mask: Tensor) -> None:
-        counterfactual, target = outputs["counterfactual"], outputs["target"]
-        # Non-resemblance and masked SSIM are defined on images with a lesion (CX-GAN §4.3–4.4).
-        self.nonres.update(target, counterfactual, mask, annotated(mask, has_mask))
-        if "healthy" in outputs and "has_healthy" in outputs:
-            self.fidelity.update(counterfactual, outputs["healthy"], mask, has_mask & outputs["has_healthy"].bool())
-
-    def _update_features(self, outputs: Mapping[str, Any], mask: Tensor, has_mask: Tensor) -> None:
-        target = outputs.get("target_features")
-        reference, cf = outputs.get("reference_features"), outputs.get("cf_features")
-        if target is None:
-            return
+    def _update_features(self, output: BilateralOutput, mask: Tensor, has_mask: Tensor) -> None:
+        target, reference, cf = output.target_features, output.reference_features, output.cf_features
         if reference is not None:
             self.fid["target_reference"].update(target, reference)
         if cf is None:
@@ -125,9 +130,7 @@ class EvaluationSuite(torch.nn.Module):
         self.fid["target_cf"].update(target, cf)
         lesion = lesion_positions(mask, tuple(target.shape[-2:]))
         self.fid["target_cf_outside"].update(target, cf, keep=~lesion & has_mask[:, None, None, None])
-        self.feature_fidelity.update(
-            target, cf, lesion, has_mask, outputs.get("healthy_features"), outputs.get("has_healthy")
-        )
+        self.feature_fidelity.update(target, cf, lesion, has_mask, output.healthy_features, output.batch.has_healthy)
 
     def compute(self) -> dict[str, float]:
         """All defined metrics as floats; key ``num_pairs`` is always present."""
@@ -146,8 +149,12 @@ class EvaluationSuite(torch.nn.Module):
             values.update(_prefixed("expl_", self.ncc.compute()))
             nonres = self.nonres.compute()
             values.update(
-                nonres_in=1.0 - nonres["mae_in"], nonres_out=1.0 - nonres["mae_out"], masked_ssim=nonres["ssim_out"]
+                nonres_dissimilarity_in=nonres["mae_in"],
+                nonres_dissimilarity_out=nonres["mae_out"],
+                masked_ssim=nonres["ssim_out"],
             )
+            for name, metric in self.head_auc.items():
+                values.update(_prefixed(f"{name}_", metric.compute()))
             values.update({f"cf_fid_{name}": metric.compute() for name, metric in self.fid.items()})
             values.update(_prefixed("cf_fidelity_", self.fidelity.compute()))
             values.update(_prefixed("cf_fidelity_", self.feature_fidelity.compute()))
@@ -233,6 +240,7 @@ class EvaluationCallback(pl.Callback):
             self.results = {}
         for suite in (self._test_suite, self._val_suite):
             if suite is not None:
+                suite.configure(getattr(pl_module, "label_field", "label"), getattr(pl_module, "extra_heads", {}))
                 suite.to(pl_module.device)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -263,7 +271,7 @@ class EvaluationCallback(pl.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if self._val_suite is not None and not trainer.sanity_checking:
-            self._val_suite.update(_require_outputs(outputs, "validation_step"))
+            self._val_suite.update(require_output(outputs, "validation_step"))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._val_suite is None or trainer.sanity_checking:
@@ -287,7 +295,7 @@ class EvaluationCallback(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._test_suite.update(_require_outputs(outputs, "test_step"))
+        self._test_suite.update(require_output(outputs, "test_step"))
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         results = self._test_suite.compute()
@@ -329,15 +337,6 @@ _EMPTY_TEST = (
 )
 
 
-def _require_outputs(outputs: Any, hook: str) -> Mapping[str, Any]:
-    if not isinstance(outputs, Mapping):
-        raise ConfigError(
-            f"{hook} returned {type(outputs).__name__}, but EvaluationCallback/FigureCallback need the "
-            "output dict of BilateralModule.predict_step; return it from the model's step."
-        )
-    return outputs
-
-
 def _log(pl_module: pl.LightningModule, prefix: str, results: dict[str, float]) -> None:
     # Values are already synchronised across ranks by torchmetrics: no sync_dist.
     for name, value in results.items():
@@ -375,9 +374,9 @@ class FigureCallback(pl.Callback):
     ) -> None:
         if not trainer.is_global_zero:
             return
-        outputs = _require_outputs(outputs, "test_step")
-        for row in range(min(self.num_pairs - len(self._samples), len(outputs["prob"]))):
-            self._samples.append(_pair_slice(outputs, row))
+        output = require_output(outputs, "test_step")
+        for row in range(min(self.num_pairs - len(self._samples), len(output))):
+            self._samples.append(figure_sample(output, row, getattr(pl_module, "label_field", "label")))
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         directory = _log_dir(trainer) / self.dirname
@@ -387,26 +386,22 @@ class FigureCallback(pl.Callback):
             ]
 
 
-_FIGURE_KEYS = (
-    "target",
-    "reference",
-    "target_mask",
-    "has_mask",
-    "counterfactual",
-    "explanation",
-    "cam",
-    "prob",
-    "label",
-    "boxes",
-    "meta",
-)
-
-
-def _pair_slice(outputs: Mapping[str, Any], row: int) -> dict[str, Any]:
-    """One pair of an output dict, on the CPU, keeping the leading dimension (size 1) that pair_panel expects."""
-    sample = {}
-    for key in _FIGURE_KEYS:
-        if key in outputs:
-            value = outputs[key]
-            sample[key] = value[row : row + 1].detach().cpu() if isinstance(value, Tensor) else value[row : row + 1]
+def figure_sample(output: BilateralOutput, row: int, label_field: str = "label") -> dict[str, Any]:
+    """One pair of an evaluated output as the sample dict :func:`bilatcf.viz.pair_panel` draws (leading dimension 1,
+    on the CPU)."""
+    batch = output.batch
+    tensors = {
+        "target": batch.target,
+        "reference": batch.reference,
+        "target_mask": batch.target_mask,
+        "has_mask": batch.has_mask,
+        "label": getattr(batch, label_field),
+        "counterfactual": output.counterfactual,
+        "explanation": output.explanation,
+        "cam": output.cam,
+        "prob": output.score,
+    }
+    sample: dict[str, Any] = {k: v[row : row + 1].detach().cpu() for k, v in tensors.items() if v is not None}
+    sample["boxes"] = [batch.meta[row].get("boxes", [])]
+    sample["meta"] = batch.meta[row : row + 1]
     return sample

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from bilatcf.data.types import BilateralBatch
 from bilatcf.models.base import BilateralModule
+from bilatcf.models.outputs import BilateralOutput
 from bilatcf.nn.backbones import create_backbone
 from bilatcf.nn.heads import LinearCAMHead
 
@@ -24,7 +25,7 @@ class FusionClassifier(BilateralModule):
             model's own).
         lr: Adam learning rate.
         weight_decay: AdamW weight decay.
-        grad_clip: gradient-norm clipping (None: off).
+        grad_clip: gradient-norm clipping (None: off), applied after AMP unscaling.
     """
 
     def __init__(
@@ -56,14 +57,16 @@ class FusionClassifier(BilateralModule):
         reference: Tensor,
         target_other: Tensor | None = None,
         reference_other: Tensor | None = None,
-    ) -> dict[str, Tensor]:
+    ) -> BilateralOutput:
         views = [target, reference] + [v for v in (target_other, reference_other) if v is not None]
         features = self.backbone(torch.cat(views)).chunk(len(views))
         logits, cam = self.head(self.fusion(*features))
-        return {"logits": logits, "cam": cam, "target_features": features[0]}
+        return BilateralOutput(logits=logits, cam=cam, target_features=features[0])
 
-    def forward_batch(self, batch: BilateralBatch) -> dict[str, Tensor]:
+    def forward_batch(self, batch: BilateralBatch) -> BilateralOutput:
         return self(batch.target, batch.reference, batch.target_other, batch.reference_other)
 
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {
+            "model": torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        }

@@ -20,13 +20,13 @@ from bilatcf.models.cgn.network import (
     Bilateral,
     CGNNetwork,
     Level,
-    adversarial_loss,
     feedback_triplet_loss,
     lesion_estimate,
     triplet_distances,
 )
+from bilatcf.models.outputs import BilateralOutput
 from bilatcf.nn.backbones import create_backbone
-from bilatcf.nn.losses import negative_embedding_loss
+from bilatcf.nn.losses import gan_loss, negative_embedding_loss
 from bilatcf.registry import register_model
 
 Triplet = Literal["none", "non-feedback", "feedback"]
@@ -65,8 +65,8 @@ class CGN(BilateralModule):
         detach_features: the backbone learns from L_CLS alone (through H_T, and through G and AdaIN back to H_T and
             H_R): the counterfactual losses (L_AD for G, L_NE, L_FT/L_FC) see H_T and H_R as constants, so they train G
             and never reshape the features (e.g. inflate them until the triplet margin holds). At image level
-            H_C = backbone(X_C) must still reach the backbone (it is the way back to the image generator). False
-            follows Eq. 14 literally.
+            H_C = backbone(X_C) carries their gradient back to the image generator, and the backbone's weights learn
+            from them too (see ``docs/models/cgn.md``). False follows Eq. 14 literally.
         generator_channels: width of the nine residual blocks of the feature generator (None: the backbone's width).
         image_generator_channels: base width of the image-level ResNet generator.
         discriminator_channels: hidden width of the feature discriminator / base width of the image PatchGAN.
@@ -130,44 +130,40 @@ class CGN(BilateralModule):
         )
 
     # ------------------------------------------------------------------ model API
-    def forward(self, target: Tensor, reference: Tensor) -> dict[str, Tensor]:
+    def forward(self, target: Tensor, reference: Tensor) -> BilateralOutput:
         """``logits`` [B], ``cam`` [B,1,h,w], ``target_features``, ``reference_features``, ``cf_features``,
         ``explanation`` (channel max of |H_T − H_C|; |X_T − X_C| at image level) and, at image level,
         ``counterfactual`` [B,1,H,W] in [0, 1]. Rows without a generator return only what they compute."""
-        return self.network(target, reference)
+        return BilateralOutput(**self.network(target, reference))
 
     def extract_features(self, images: Tensor) -> Tensor:
         return self.network.backbone(images)
 
-    def configure_optimizers(self):
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """``generator``: backbone, G and classifier (AdamW); ``discriminator``: D (Adam), on the GAN rows."""
         discriminator = self.network.discriminator
         skip = set() if discriminator is None else {id(p) for p in discriminator.parameters()}
         generator_side = [p for p in self.parameters() if id(p) not in skip]
-        optimizer = torch.optim.AdamW(generator_side, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if discriminator is None:
-            return optimizer
-        return [
-            optimizer,
-            torch.optim.Adam(discriminator.parameters(), lr=self.hparams.discriminator_lr, betas=DISCRIMINATOR_BETAS),
-        ]
+        optimizers = {
+            "generator": torch.optim.AdamW(generator_side, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        }
+        if discriminator is not None:
+            optimizers["discriminator"] = torch.optim.Adam(
+                discriminator.parameters(), lr=self.hparams.discriminator_lr, betas=DISCRIMINATOR_BETAS
+            )
+        return optimizers
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: BilateralBatch, batch_idx: int) -> None:
+        """A discriminator step on detached inputs (GAN rows), then the generator step on Eq. 14."""
         out = self.forward_batch(batch)
         omega = self.lesion_area(out)
-        optimizers = self.optimizers()
-        generator_optimizer, *discriminator_optimizer = optimizers if isinstance(optimizers, list) else [optimizers]
-        if discriminator_optimizer:
-            self.optimizer_step_(
-                discriminator_optimizer[0],
-                lambda: self.discriminator_loss(*self._real_and_fake(out, batch), omega),
-                "loss_d",
-            )
-        self.optimizer_step_(
-            generator_optimizer, lambda: self.log_losses(self.generator_losses(out, omega, batch)), "loss"
-        )
+        if self.network.discriminator is not None:
+            real, fake = self._real_and_fake(out, batch)
+            self.step("discriminator", lambda: self.discriminator_loss(real, fake, omega), last=False)
+        self.step("generator", lambda: self.log_losses(self.generator_losses(out, omega, batch)))
 
-    def lesion_area(self, out: dict[str, Tensor]) -> Tensor | None:
+    def lesion_area(self, out: BilateralOutput) -> Tensor | None:
         """Ω (detached, sums to 1 per sample), when a triplet/FC loss or the masked discriminator needs it."""
         hp = self.hparams
         if hp.triplet == "none" and hp.variant != "masked-d":
@@ -178,16 +174,14 @@ class CGN(BilateralModule):
         """D's side of Eq. 9, −[log D(real) + log(1 − D(fake))]; on the Ω regions for variant (1) (Eq. 18)."""
         weight = omega if self.hparams.variant == "masked-d" else None
         discriminator = self.network.discriminator
-        return adversarial_loss(discriminator(real.detach()), True, weight) + adversarial_loss(
-            discriminator(fake.detach()), False, weight
+        return gan_loss(discriminator(real.detach()), True, weight=weight) + gan_loss(
+            discriminator(fake.detach()), False, weight=weight
         )
 
-    def generator_losses(
-        self, out: dict[str, Tensor], omega: Tensor | None, batch: BilateralBatch
-    ) -> dict[str, Tensor]:
+    def generator_losses(self, out: BilateralOutput, omega: Tensor | None, batch: BilateralBatch) -> dict[str, Tensor]:
         """The terms of Eq. 14 (or Eq. 19 / 21) that the generator, classifier and backbone minimise."""
         hp = self.hparams
-        losses = {"cls": self.classification_loss(out["logits"], getattr(batch, self.label_field))}
+        losses = {"cls": self.classification_loss(out.logits, getattr(batch, self.label_field))}
         if self.network.generator is None:
             return losses
         target, reference, counterfactual = self._loss_features(out)
@@ -195,7 +189,7 @@ class CGN(BilateralModule):
             # Non-saturating form of the generator's side of Eq. 9 / Eq. 17: −log D(fake).
             fake = self._real_and_fake(out, batch)[1]
             weight = omega if hp.variant == "masked-d" else None
-            losses["adv"] = hp.adversarial_weight * adversarial_loss(self.network.discriminator(fake), True, weight)
+            losses["adv"] = hp.adversarial_weight * gan_loss(self.network.discriminator(fake), True, weight=weight)
         if hp.use_ne:
             logits = self.network.counterfactual_logits(counterfactual, hp.ne_trains_classifier)
             losses["ne"] = hp.ne_weight * negative_embedding_loss(logits.float()).mean()  # Eq. 13
@@ -223,19 +217,19 @@ class CGN(BilateralModule):
             return {"fc": self.hparams.triplet_weight * d_tc.mean()}
         return {"ft": self.hparams.triplet_weight * feedback_triplet_loss(d_tc, d_rc, self.hparams.margin)}
 
-    def _loss_features(self, out: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def _loss_features(self, out: BilateralOutput) -> tuple[Tensor, Tensor, Tensor]:
         """(H_T, H_R, H_C) as the counterfactual losses see them (see ``detach_features``)."""
-        target = out["target_features"]
-        reference = out.get("reference_features", target)
+        target = out.target_features
+        reference = target if out.reference_features is None else out.reference_features
         if self.hparams.detach_features:
             target, reference = target.detach(), reference.detach()
-        return target, reference, out["cf_features"]
+        return target, reference, out.cf_features
 
-    def _real_and_fake(self, out: dict[str, Tensor], batch: BilateralBatch) -> tuple[Tensor, Tensor]:
+    def _real_and_fake(self, out: BilateralOutput, batch: BilateralBatch) -> tuple[Tensor, Tensor]:
         """The discriminator's real and fake inputs: (X_R, X_C) at image level, (H_R, H_C) at feature level."""
         if self.hparams.level == "image":
-            return batch.reference, out["counterfactual"]
-        return out["reference_features"], out["cf_features"]
+            return batch.reference, out.counterfactual
+        return out.reference_features, out.cf_features
 
 
 def _check_flags(

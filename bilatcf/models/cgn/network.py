@@ -24,8 +24,17 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from bilatcf.errors import ConfigError
+from bilatcf.models.outputs import BilateralOutput
 from bilatcf.nn.backbones import Backbone
-from bilatcf.nn.blocks import FeatureDiscriminator, PatchDiscriminator, ResBlock, ResnetGenerator, adain, init_weights
+from bilatcf.nn.blocks import (
+    GAN_INIT_GAIN,
+    FeatureDiscriminator,
+    PatchDiscriminator,
+    ResBlock,
+    ResnetGenerator,
+    adain,
+    init_weights,
+)
 from bilatcf.nn.cam import spatial_softmax
 from bilatcf.nn.heads import LinearCAMHead
 from bilatcf.nn.losses import chamfer_distance, feature_map_points, triplet_hinge, weighted_feature_distance
@@ -34,8 +43,6 @@ from bilatcf.nn.losses import chamfer_distance, feature_map_points, triplet_hing
 Bilateral = Literal["none", "sbf", "tf-gan", "bf-gan", "adain-gan"]
 Level = Literal["feature", "image"]
 GAN_INPUTS = ("tf-gan", "bf-gan", "adain-gan")
-#: Conv layers initialised N(0, 0.02) in the generators and discriminators (pix2pix/CycleGAN convention).
-GAN_INIT_GAIN = 0.02
 #: AdaIN's ε (added to the variances), bilatcf default. The usual 1e-5 is too small for last-layer ReLU features: on a
 #: small map a few channels are nearly constant, and σ(H_R)/σ(H_T) then multiplies gradients by up to ~300 (seen as
 #: DDP and 1-process runs drifting apart after one step). 1e-2 caps σ(H_T) below at 0.1 and moves the σ of a typical
@@ -249,7 +256,7 @@ class CGNNetwork(nn.Module):
 # ---------------------------------------------------------------------------------------------------- losses
 
 
-def lesion_estimate(out: dict[str, Tensor], feedback: bool, class_map: str = "predicted") -> Tensor:
+def lesion_estimate(out: BilateralOutput, feedback: bool, class_map: str = "predicted") -> Tensor:
     """Ω [B,1,h,w], summing to 1 per sample (detached: an estimate fed back to the losses, not a target for the CAM).
 
     Feedback (the paper's prediction feedback): Ω = softmax over positions of the classifier's CAM, of the predicted
@@ -259,15 +266,13 @@ def lesion_estimate(out: dict[str, Tensor], feedback: bool, class_map: str = "pr
     areas with the largest distance.
     """
     if not feedback:
-        score = (out["target_features"].float() - out["cf_features"].float()).pow(2).sum(dim=1, keepdim=True)
+        score = (out.target_features.float() - out.cf_features.float()).pow(2).sum(dim=1, keepdim=True)
     elif class_map == "malignant":  # undo the head's sign flip of the predicted-benign maps
-        score = out["cam"] * torch.where(out["logits"] >= 0, 1.0, -1.0).to(out["cam"].dtype)[:, None, None, None]
+        score = out.cam * torch.where(out.logits >= 0, 1.0, -1.0).to(out.cam.dtype)[:, None, None, None]
     else:
-        score = out["cam"]
-    if score.shape[-2:] != out["target_features"].shape[-2:]:
-        score = F.interpolate(
-            score.float(), size=out["target_features"].shape[-2:], mode="bilinear", align_corners=False
-        )
+        score = out.cam
+    if score.shape[-2:] != out.target_features.shape[-2:]:
+        score = F.interpolate(score.float(), size=out.target_features.shape[-2:], mode="bilinear", align_corners=False)
     return spatial_softmax(score.detach().float())
 
 
@@ -290,21 +295,3 @@ def triplet_distances(
 def feedback_triplet_loss(d_tc: Tensor, d_rc: Tensor, margin: float) -> Tensor:
     """L_FT (Eq. 12) = max(0, d_tc + β − d_rc), per sample, then averaged (Eq. 14 sums per-sample losses)."""
     return triplet_hinge(d_tc, d_rc, margin).mean()
-
-
-def adversarial_loss(logits: Tensor, real: bool, weight: Tensor | None = None) -> Tensor:
-    """Binary cross-entropy of patch logits [B,1,h',w'] against ``real``, averaged per sample then over the batch.
-
-    ``weight`` None: the plain GAN loss (Eq. 9). ``weight`` = Ω: the lesion-masked loss of variant (1) (Eq. 17–18),
-    each patch weighted by Ω resized to the patch map and renormalised to sum 1 per sample.
-    """
-    per_patch = F.binary_cross_entropy_with_logits(
-        logits.float(), torch.full_like(logits.float(), float(real)), reduction="none"
-    )
-    if weight is None:
-        return per_patch.mean()
-    weight = weight.float()
-    if weight.shape[-2:] != logits.shape[-2:]:
-        weight = F.interpolate(weight, size=logits.shape[-2:], mode="bilinear", align_corners=False)
-    weight = weight / weight.flatten(1).sum(dim=1).clamp_min(1e-12)[:, None, None, None]
-    return (per_patch * weight).flatten(1).sum(dim=1).mean()
