@@ -115,9 +115,9 @@ def _synth(ns: argparse.Namespace) -> int:
 
 
 def _preview(ns: argparse.Namespace) -> int:
-    from bilatcf.data.synthetic import preview
+    from bilatcf.viz import synthetic_preview
 
-    path = preview(_synthetic(ns), ns.out, view=ns.view)
+    path = synthetic_preview(_synthetic(ns), ns.out, view=ns.view)
     print(f"wrote {path}")
     return 0
 

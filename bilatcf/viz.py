@@ -1,4 +1,4 @@
-"""Figures: counterfactual panels of bilateral pairs and ROC curves.
+"""Figures: counterfactual panels of bilateral pairs, ROC curves and the synthetic data preview.
 
 matplotlib is imported inside the functions and drawn on an explicit Agg canvas (no pyplot, no global backend switch),
 so importing bilatcf stays cheap and figures render on headless machines and in worker processes alike.
@@ -7,11 +7,16 @@ so importing bilatcf stays cheap and figures render on headless machines and in 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import Tensor
 
-from bilatcf.errors import DataError
+from bilatcf.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from bilatcf.data.synthetic import SyntheticDataset
+    from bilatcf.data.types import ImageRecord
 
 _PANEL_HEIGHT_IN = 3.0
 
@@ -164,4 +169,85 @@ def roc_figure(probs: Tensor, labels: Tensor, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
+    return path
+
+
+def _preview_patients(dataset: SyntheticDataset, view: str, count: int) -> list[int]:
+    """Pick patients that show the variety: malignant, benign, distractor-only, both sides, normal; then by index."""
+    views = dataset.config.views
+    categories: dict[str, list[int]] = {}
+    for patient in range(dataset.config.num_patients):
+        left = (patient * len(views) + views.index(view)) * 2
+        records = dataset.records[left : left + 2]
+        if any(record.malignant == 1 for record in records):
+            name = "malignant"
+        elif any(record.abnormal == 1 for record in records):
+            name = "benign"
+        else:
+            name = "distractor" if dataset.distractor_masks[left].any() else "normal"
+        if all(record.abnormal == 1 for record in records):
+            name = "both"
+        categories.setdefault(name, []).append(patient)
+    queues = [categories.get(name, []) for name in ("malignant", "benign", "distractor", "both", "normal")]
+    chosen: list[int] = []
+    while len(chosen) < min(count, dataset.config.num_patients):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return sorted(chosen)
+
+
+def _panel_title(record: ImageRecord, types: tuple[str, ...]) -> str:
+    findings = ", ".join(kind.replace("_", " ").replace("calcification", "calc.") for kind in types) or "normal"
+    header = f"{record.patient_id} {record.laterality} {record.view}"
+    return f"{header}\n{findings}\nBI-RADS {record.birads}, density {record.density}"
+
+
+def synthetic_preview(dataset: SyntheticDataset, path: str | Path, num_patients: int = 6, view: str = "CC") -> Path:
+    """Save a PNG grid of left/right pairs: lesions outlined in red, distractors in yellow, labels in the titles.
+
+    Args:
+        dataset: a generated synthetic dataset; the pairs shown are picked to show its variety (malignant, benign,
+            distractor-only, both sides, normal), so a few dozen patients are enough to choose from.
+        path: output PNG file (parent folders are created).
+        num_patients: pairs drawn.
+        view: ``"CC"`` or ``"MLO"``; it must be one of the dataset's views.
+
+    Returns:
+        The path written.
+    """
+    import cv2
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if view not in dataset.config.views:
+        raise ConfigError(
+            f"synthetic_preview view = '{view}' is not among the dataset's views {dataset.config.views}; pick one of "
+            "them or generate the dataset with that view."
+        )
+    patients = _preview_patients(dataset, view, num_patients)
+    columns = 2 * min(3, len(patients))
+    rows = -(-2 * len(patients) // columns)
+    height, width = dataset.config.image_size
+    figure = Figure(figsize=(columns * 1.9, rows * 1.9 * height / width + rows * 0.55))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    view_offset = dataset.config.views.index(view)
+    for slot, patient in enumerate(patients):
+        for side in (0, 1):
+            i = (patient * len(dataset.config.views) + view_offset) * 2 + side
+            ax = axes.flat[2 * slot + side]
+            ax.imshow(dataset.images[i], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            for mask, colour in ((dataset.masks[i], "red"), (dataset.distractor_masks[i], "yellow")):
+                contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+                for contour in contours:
+                    points = np.vstack([contour[:, 0], contour[:1, 0]])
+                    ax.plot(points[:, 0], points[:, 1], color=colour, linewidth=0.8)
+            ax.set_title(_panel_title(dataset.records[i], dataset.lesion_types[i]), fontsize=6)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=150)
     return path
