@@ -218,16 +218,6 @@ def test_preview_writes_a_png(dataset, tmp_path):
         )
 
 
-def test_data_preview_command_takes_the_misalignment(tmp_path, capsys):
-    from bilatcf.cli import main
-
-    out = tmp_path / "preview.png"
-    args = ["data", "preview", "--out", str(out), "--num_patients", "4", "--image_size", "64", "32"]
-    assert main([*args, "--misalignment", "0.1"]) == 0 and out.read_bytes()[:4] == b"\x89PNG"
-    assert main([*args, "--misalignment", "0.5"]) != 0
-    assert "SyntheticConfig.misalignment = 0.5" in capsys.readouterr().err
-
-
 def test_a_patient_does_not_depend_on_how_many_are_generated(config, dataset):
     # Per-patient generators: 4 patients are the first quarter of the 16-patient run, so chunked generation is exact.
     small = generate(replace(config, num_patients=4))
