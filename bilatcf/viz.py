@@ -1,4 +1,4 @@
-"""Figures: counterfactual panels of bilateral pairs, ROC curves and the synthetic data preview.
+"""Figures: counterfactual panels of bilateral pairs, heatmap overlays, ROC curves and the synthetic data preview.
 
 matplotlib is imported inside the functions and drawn on an explicit Agg canvas (no pyplot, no global backend switch),
 so importing bilatcf stays cheap and figures render on headless machines and in worker processes alike.
@@ -133,6 +133,61 @@ def pair_panel(sample: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
+    return path
+
+
+def _plane(value: Any, name: str) -> np.ndarray:
+    """A 2-D float32 numpy array from an array or a tensor (any device or dtype)."""
+    if isinstance(value, Tensor):
+        value = value.detach().float().cpu().numpy()
+    plane = np.asarray(value, dtype=np.float32)
+    if plane.ndim != 2:
+        raise DataError(
+            f"heatmap_overlay {name} has shape {tuple(plane.shape)}; pass one 2-D [H, W] map, e.g. cam[i, 0]."
+        )
+    return plane
+
+
+def heatmap_overlay(image: Any, heatmap: Any, path: str | Path, title: str | None = None) -> Path:
+    """Write a PNG of ``image`` in grey under ``heatmap`` in semi-transparent colour, with a colour bar of its range.
+
+    Why: a heatmap saved on its own, stretched to 8 bits, says neither which structure it marks nor how strong it is;
+    over the image and with its value range on the bar, a reader sees both.
+
+    Args:
+        image: the [H, W] image (numpy array or tensor), drawn in grey over its own range.
+        heatmap: a 2-D map (numpy array or tensor); resized bilinearly to the image when its shape differs.
+        path: output PNG file (parent folders are created).
+        title: drawn above the image.
+
+    Returns:
+        The path written.
+    """
+    import cv2
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    image, heatmap = _plane(image, "image"), _plane(heatmap, "heatmap")
+    height, width = image.shape
+    if heatmap.shape != image.shape:
+        heatmap = cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_LINEAR)
+    low, high = float(heatmap.min()), float(heatmap.max())
+    figure = Figure(figsize=(_PANEL_HEIGHT_IN * width / height + 1.2, _PANEL_HEIGHT_IN), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    ax.imshow(image, cmap="gray")
+    # A flat map (a CAM can be all zeros) is drawn in the colour of its lowest value, not mid-scale.
+    overlay = ax.imshow(heatmap, cmap="jet", alpha=0.45, vmin=low, vmax=high if high > low else low + 1.0)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+    bar = figure.colorbar(overlay, ax=ax, fraction=0.1)
+    bar.set_label(f"value range {low:.3g} to {high:.3g}", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # At least one figure pixel per image pixel, so the overlay never loses detail the map has.
+    figure.savefig(path, dpi=max(100, int(np.ceil(height / _PANEL_HEIGHT_IN))))
     return path
 
 
