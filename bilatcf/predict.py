@@ -10,6 +10,7 @@ import numpy as np
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from bilatcf.models.outputs import require_output
+from bilatcf.viz import heatmap_overlay
 
 CSV_COLUMNS = ("image_id", "reference_id", "patient_id", "laterality", "view", "score", "pred", "label")
 
@@ -68,8 +69,13 @@ class PredictionWriter(BasePredictionWriter):
                 if value is not None:
                     heatmap = value[i, 0].float().cpu().numpy()
                     np.save(f"{stem}_{key}.npy", heatmap.astype(np.float32))
-                    scaled = (heatmap - heatmap.min()) / max(float(heatmap.max() - heatmap.min()), 1e-8)
-                    cv2.imwrite(f"{stem}_{key}.png", (scaled * 255).astype(np.uint8))
+                    if key == "counterfactual":
+                        scaled = (heatmap - heatmap.min()) / max(float(heatmap.max() - heatmap.min()), 1e-8)
+                        cv2.imwrite(f"{stem}_{key}.png", (scaled * 255).astype(np.uint8))
+                    else:
+                        heatmap_overlay(
+                            output.batch.target[i, 0], heatmap, f"{stem}_{key}.png", title=f"{stem.name} {key}"
+                        )
 
     def on_predict_end(self, trainer, pl_module) -> None:
         folder = self._folder(trainer)

@@ -1,4 +1,4 @@
-"""Figures: counterfactual panels of bilateral pairs and ROC curves.
+"""Figures: counterfactual panels of bilateral pairs, heatmap overlays, ROC curves and the synthetic data preview.
 
 matplotlib is imported inside the functions and drawn on an explicit Agg canvas (no pyplot, no global backend switch),
 so importing bilatcf stays cheap and figures render on headless machines and in worker processes alike.
@@ -7,11 +7,16 @@ so importing bilatcf stays cheap and figures render on headless machines and in 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import Tensor
 
-from bilatcf.errors import DataError
+from bilatcf.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from bilatcf.data.synthetic import SyntheticDataset
+    from bilatcf.data.types import ImageRecord
 
 _PANEL_HEIGHT_IN = 3.0
 
@@ -131,6 +136,61 @@ def pair_panel(sample: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def _plane(value: Any, name: str) -> np.ndarray:
+    """A 2-D float32 numpy array from an array or a tensor (any device or dtype)."""
+    if isinstance(value, Tensor):
+        value = value.detach().float().cpu().numpy()
+    plane = np.asarray(value, dtype=np.float32)
+    if plane.ndim != 2:
+        raise DataError(
+            f"heatmap_overlay {name} has shape {tuple(plane.shape)}; pass one 2-D [H, W] map, e.g. cam[i, 0]."
+        )
+    return plane
+
+
+def heatmap_overlay(image: Any, heatmap: Any, path: str | Path, title: str | None = None) -> Path:
+    """Write a PNG of ``image`` in grey under ``heatmap`` in semi-transparent colour, with a colour bar of its range.
+
+    Why: a heatmap saved on its own, stretched to 8 bits, says neither which structure it marks nor how strong it is;
+    over the image and with its value range on the bar, a reader sees both.
+
+    Args:
+        image: the [H, W] image (numpy array or tensor), drawn in grey over its own range.
+        heatmap: a 2-D map (numpy array or tensor); resized bilinearly to the image when its shape differs.
+        path: output PNG file (parent folders are created).
+        title: drawn above the image.
+
+    Returns:
+        The path written.
+    """
+    import cv2
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    image, heatmap = _plane(image, "image"), _plane(heatmap, "heatmap")
+    height, width = image.shape
+    if heatmap.shape != image.shape:
+        heatmap = cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_LINEAR)
+    low, high = float(heatmap.min()), float(heatmap.max())
+    figure = Figure(figsize=(_PANEL_HEIGHT_IN * width / height + 1.2, _PANEL_HEIGHT_IN), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    ax.imshow(image, cmap="gray")
+    # A flat map (a CAM can be all zeros) is drawn in the colour of its lowest value, not mid-scale.
+    overlay = ax.imshow(heatmap, cmap="jet", alpha=0.45, vmin=low, vmax=high if high > low else low + 1.0)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8)
+    bar = figure.colorbar(overlay, ax=ax, fraction=0.1)
+    bar.set_label(f"value range {low:.3g} to {high:.3g}", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # At least one figure pixel per image pixel, so the overlay never loses detail the map has.
+    figure.savefig(path, dpi=max(100, int(np.ceil(height / _PANEL_HEIGHT_IN))))
+    return path
+
+
 def roc_figure(probs: Tensor, labels: Tensor, path: str | Path) -> Path:
     """Write the ROC curve of task probabilities (labels -1 are ignored) with its AUC in the legend.
 
@@ -164,4 +224,85 @@ def roc_figure(probs: Tensor, labels: Tensor, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
+    return path
+
+
+def _preview_patients(dataset: SyntheticDataset, view: str, count: int) -> list[int]:
+    """Pick patients that show the variety: malignant, benign, distractor-only, both sides, normal; then by index."""
+    views = dataset.config.views
+    categories: dict[str, list[int]] = {}
+    for patient in range(dataset.config.num_patients):
+        left = (patient * len(views) + views.index(view)) * 2
+        records = dataset.records[left : left + 2]
+        if any(record.malignant == 1 for record in records):
+            name = "malignant"
+        elif any(record.abnormal == 1 for record in records):
+            name = "benign"
+        else:
+            name = "distractor" if dataset.distractor_masks[left].any() else "normal"
+        if all(record.abnormal == 1 for record in records):
+            name = "both"
+        categories.setdefault(name, []).append(patient)
+    queues = [categories.get(name, []) for name in ("malignant", "benign", "distractor", "both", "normal")]
+    chosen: list[int] = []
+    while len(chosen) < min(count, dataset.config.num_patients):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return sorted(chosen)
+
+
+def _panel_title(record: ImageRecord, types: tuple[str, ...]) -> str:
+    findings = ", ".join(kind.replace("_", " ").replace("calcification", "calc.") for kind in types) or "normal"
+    header = f"{record.patient_id} {record.laterality} {record.view}"
+    return f"{header}\n{findings}\nBI-RADS {record.birads}, density {record.density}"
+
+
+def synthetic_preview(dataset: SyntheticDataset, path: str | Path, num_patients: int = 6, view: str = "CC") -> Path:
+    """Save a PNG grid of left/right pairs: lesions outlined in red, distractors in yellow, labels in the titles.
+
+    Args:
+        dataset: a generated synthetic dataset; the pairs shown are picked to show its variety (malignant, benign,
+            distractor-only, both sides, normal), so a few dozen patients are enough to choose from.
+        path: output PNG file (parent folders are created).
+        num_patients: pairs drawn.
+        view: ``"CC"`` or ``"MLO"``; it must be one of the dataset's views.
+
+    Returns:
+        The path written.
+    """
+    import cv2
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if view not in dataset.config.views:
+        raise ConfigError(
+            f"synthetic_preview view = '{view}' is not among the dataset's views {dataset.config.views}; pick one of "
+            "them or generate the dataset with that view."
+        )
+    patients = _preview_patients(dataset, view, num_patients)
+    columns = 2 * min(3, len(patients))
+    rows = -(-2 * len(patients) // columns)
+    height, width = dataset.config.image_size
+    figure = Figure(figsize=(columns * 1.9, rows * 1.9 * height / width + rows * 0.55))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    view_offset = dataset.config.views.index(view)
+    for slot, patient in enumerate(patients):
+        for side in (0, 1):
+            i = (patient * len(dataset.config.views) + view_offset) * 2 + side
+            ax = axes.flat[2 * slot + side]
+            ax.imshow(dataset.images[i], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            for mask, colour in ((dataset.masks[i], "red"), (dataset.distractor_masks[i], "yellow")):
+                contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+                for contour in contours:
+                    points = np.vstack([contour[:, 0], contour[:1, 0]])
+                    ax.plot(points[:, 0], points[:, 1], color=colour, linewidth=0.8)
+            ax.set_title(_panel_title(dataset.records[i], dataset.lesion_types[i]), fontsize=6)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=150)
     return path

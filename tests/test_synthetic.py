@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from collections import defaultdict
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bilatcf.data.synthetic import SyntheticConfig, SyntheticDataset, generate, load_or_generate, preview
+from bilatcf.data.synthetic import SyntheticConfig, SyntheticDataset, generate, load_or_generate
+from bilatcf.data.synthetic import config as config_module
 from bilatcf.errors import ConfigError, DataError
+from bilatcf.viz import synthetic_preview
 
 CONFIG = SyntheticConfig(num_patients=16, image_size=(64, 32), seed=3, distractor_rate=0.6, lesion_rate=0.7)
 MISALIGNED = replace(CONFIG, misalignment=0.2)
@@ -152,12 +157,48 @@ def test_save_load_round_trip_and_cache(config, dataset, tmp_path):
     assert np.array_equal(first.images, second.images) and first.records == second.records
 
 
-def test_an_edited_generator_never_reads_the_old_cache(monkeypatch):
-    from bilatcf.data import synthetic
+PACKAGE = Path(config_module.__file__).parent
+#: The package modules that do not decide pixels or records: editing them must keep every cache valid.
+NOT_PIXEL_MODULES = {"__init__", "cache", "dataset"}
 
+
+def edited_copy(tmp_path: Path, module: str | None) -> Path:
+    """A copy of the synthetic package with one module edited (a comment appended), or none."""
+    copy = tmp_path / "synthetic"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    if module is not None:
+        with open(copy / f"{module}.py", "a") as handle:
+            handle.write("# edited\n")
+    return copy
+
+
+def test_every_module_of_the_package_is_either_pixel_code_or_not():
+    # A new module must be classified, or editing it could serve stale pixels from the cache.
+    modules = {path.stem for path in PACKAGE.glob("*.py")}
+    assert modules == set(config_module.PIXEL_MODULES) | NOT_PIXEL_MODULES
+    assert not set(config_module.PIXEL_MODULES) & NOT_PIXEL_MODULES
+
+
+@pytest.mark.parametrize("module", config_module.PIXEL_MODULES)
+def test_an_edited_generator_never_reads_the_old_cache(module, tmp_path, monkeypatch):
     before = CONFIG.key()
-    monkeypatch.setattr(synthetic, "_source_digest", lambda: "edited")
+    assert config_module.source_digest(edited_copy(tmp_path / "as is", None)) == config_module._source_digest()
+    edited = config_module.source_digest(edited_copy(tmp_path, module))
+    monkeypatch.setattr(config_module, "_source_digest", lambda: edited)
     assert CONFIG.key() != before
+
+
+@pytest.mark.parametrize("module", sorted(NOT_PIXEL_MODULES))
+def test_editing_saving_caching_or_glue_keeps_the_cache(module, tmp_path, monkeypatch):
+    before = CONFIG.key()
+    edited = config_module.source_digest(edited_copy(tmp_path, module))
+    monkeypatch.setattr(config_module, "_source_digest", lambda: edited)
+    assert CONFIG.key() == before
+
+
+def test_the_preview_figure_is_outside_the_digested_package():
+    # Its code lives in bilatcf/viz.py, so a restyled preview never invalidates a cached dataset.
+    assert not Path(synthetic_preview.__code__.co_filename).is_relative_to(PACKAGE)
 
 
 def test_damaged_file_and_bad_knobs_are_reported(tmp_path):
@@ -169,18 +210,12 @@ def test_damaged_file_and_bad_knobs_are_reported(tmp_path):
 
 
 def test_preview_writes_a_png(dataset, tmp_path):
-    path = preview(dataset, tmp_path / "preview.png", num_patients=4)
+    path = synthetic_preview(dataset, tmp_path / "preview.png", num_patients=4)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_data_preview_command_takes_the_misalignment(tmp_path, capsys):
-    from bilatcf.cli import main
-
-    out = tmp_path / "preview.png"
-    args = ["data", "preview", "--out", str(out), "--num_patients", "4", "--image_size", "64", "32"]
-    assert main([*args, "--misalignment", "0.1"]) == 0 and out.read_bytes()[:4] == b"\x89PNG"
-    assert main([*args, "--misalignment", "0.5"]) != 0
-    assert "SyntheticConfig.misalignment = 0.5" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="view"):
+        synthetic_preview(
+            replace(dataset, config=replace(dataset.config, views=("CC",))), tmp_path / "p.png", view="MLO"
+        )
 
 
 def test_a_patient_does_not_depend_on_how_many_are_generated(config, dataset):
@@ -195,3 +230,42 @@ def test_views_are_validated_and_lists_are_accepted():
     assert SyntheticConfig(views=["MLO"], image_size=[64, 32]).views == ("MLO",)
     with pytest.raises(ConfigError, match="views"):
         SyntheticConfig(views=("CC", "ML"))
+
+
+#: sha256 of the arrays and of ``repr(records)`` that these configs gave before the generator was split into modules.
+PIXEL_DIGESTS = {
+    SyntheticConfig(num_patients=6, image_size=(64, 32)): {
+        "images": "f2574b1716dd5c0687e17b2607eeefb8c551b691dc64b573a65b8eb643f19d07",
+        "masks": "06dae1ea68b0794f9e7e767d9a896ec2647ad0477ac1653becb3da4c9781ef39",
+        "healthy": "b1f6202af909921c3ad2f78f95f06be0a2b05ce5a7653de3ddd46bb13cae3855",
+        "distractor_masks": "707e160aa70060a3c361364d8f574aeb3d3ced2c5860905856d000164522e3e9",
+        "records": "4350804487a0e19f2b3f4522852e855dc992ce5373e32b63feb784b90960ccae",
+    },
+    SyntheticConfig(num_patients=6, image_size=(64, 32), misalignment=0.1): {
+        "images": "e38b5b041025c3176c40e36b54123cdfbd61d7481edc237d81e0168b1a98ac51",
+        "masks": "fa5f1c11348786f77c7f1c9b73b5189382d6ed581d69bd9d6dcb492d58e17237",
+        "healthy": "998ffe19c476bac84323e0ef3df16a4d3da2e07584f622b08589e9a784730a6d",
+        "distractor_masks": "d8c6c7997d8f5051f31a8d91713afc7e86f8d24981fb25c46b0c8bb96bdce446",
+        "records": "9548b04c2d13b34f2dec1063cb556bb7ebea03b87dceb442970e111ee6a59c00",
+    },
+    SyntheticConfig(num_patients=6, image_size=(128, 64), views=("CC",)): {
+        "images": "d6903a16d95dd38a533800bc28259d90cad10806433f58f51ba3b101f853d463",
+        "masks": "3daf012a0c7913bec409d159d4a89545d25b8f6e94f965c6c8cc5b750f5ef030",
+        "healthy": "bc2085809a64ed4d37e83e7ed17763a33599f0ab97d57cc35ff49c0e52264700",
+        "distractor_masks": "aaae6e83b74715974d44808f5fe900a016b02b3a3965681c5ac24b21827b08ec",
+        "records": "42d391933b198886f6a525b926ab2100cd9731c2bfb80c6d9fc0766b6a6bb0d0",
+    },
+}
+
+
+@pytest.mark.parametrize("config", PIXEL_DIGESTS, ids=["aligned", "misaligned", "cc_128x64"])
+def test_the_default_pixels_do_not_change(config):
+    # Cached datasets and published results rest on these pixels; a change here must be deliberate.
+    dataset = generate(config)
+    arrays = ("images", "masks", "healthy", "distractor_masks")
+    digests = {name: hashlib.sha256(getattr(dataset, name).tobytes()).hexdigest() for name in arrays}
+    digests["records"] = hashlib.sha256(repr(dataset.records).encode()).hexdigest()
+    assert digests == PIXEL_DIGESTS[config], (
+        "the generated data changed: if that is intended, bump GENERATOR_VERSION and update PIXEL_DIGESTS (a numpy "
+        "or OpenCV upgrade can change them too)"
+    )
