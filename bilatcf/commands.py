@@ -48,10 +48,24 @@ def run_data(args: list[str]) -> int:
     preview.add_argument("--out", default="synthetic_preview.png")
     preview.add_argument("--view", default="CC", choices=("CC", "MLO"))
 
-    check = sub.add_parser("check", help="validate a manifest and report pairing (nothing is written)")
+    check = sub.add_parser(
+        "check", help="validate a manifest, decode every image and mask once, report pairing (the data is not touched)"
+    )
     check.add_argument("manifest")
-    check.add_argument("--root", default=None)
+    check.add_argument("--root", default=None, help="folder relative paths are resolved against (default: the CSV's)")
     check.add_argument("--task", default="malignancy", choices=("malignancy", "abnormality"))
+    check.add_argument(
+        "--image_size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="the model's input size: smaller images are reported (default: the DataModule's, 128 64)",
+    )
+    check.add_argument("--workers", type=int, default=None, help="decoding threads (default: the CPUs, at most 8)")
+    check.add_argument(
+        "--recheck", action="store_true", help="decode every file again, even unchanged ones already checked"
+    )
 
     cache = sub.add_parser("cache", help="show or clear the cache folder ($BILATCF_CACHE or ~/.cache/bilatcf)")
     cache.add_argument("--clear", action="store_true")
@@ -139,25 +153,58 @@ def _preview(ns: argparse.Namespace) -> int:
 
 
 def _check(ns: argparse.Namespace) -> int:
-    from bilatcf.data.manifest import read_manifest, validate_records
-    from bilatcf.data.pairing import make_pairs
+    """Report every problem of a manifest and of its files at once; exit code 1 when there is any."""
+    import inspect
+    import os
 
-    try:
-        records = read_manifest(ns.manifest, root=ns.root, check_files=False)
-    except DataError as exc:
-        print(f"manifest problems:\n{exc}")
-        return 1
-    problems = validate_records(records, check_files=True)
-    for problem in problems:
+    from bilatcf.data.datamodule import MIN_IMAGE_SIZE, BilateralDataModule
+    from bilatcf.data.manifest import check_manifest
+    from bilatcf.data.pairing import make_pairs
+    from bilatcf.data.splits import assign_splits
+    from bilatcf.data.validate import check_images, describe
+    from bilatcf.errors import ConfigError
+
+    image_size = tuple(ns.image_size or inspect.signature(BilateralDataModule).parameters["image_size"].default)
+    if image_size[0] < MIN_IMAGE_SIZE[0] or image_size[1] < MIN_IMAGE_SIZE[1]:
+        raise ConfigError(
+            f"--image_size {image_size[0]} {image_size[1]}: the models take at least {MIN_IMAGE_SIZE[0]} x "
+            f"{MIN_IMAGE_SIZE[1]} pixels (H W); give the --data.image_size you will train with."
+        )
+    if ns.workers is not None and ns.workers < 1:
+        raise ConfigError(f"--workers {ns.workers}: give at least 1 decoding thread, or leave it out.")
+    report = check_manifest(ns.manifest, root=ns.root, check_files=False)
+    for problem in report.problems:
         print(problem)
+    records = report.records
+    name = Path(ns.manifest).name
+    problems = check_images(
+        records, image_size, cache_name=os.path.abspath(ns.manifest), workers=ns.workers, recheck=ns.recheck
+    )
+    if problems:
+        print(describe(problems, lambda index: f"{name} row {report.rows[index]}", limit=None))
+    unusable = {problem.index for problem in problems}
+    usable = [record for index, record in enumerate(records) if index not in unusable]
+    failed = bool(report.problems or problems)
     try:
-        _, report = make_pairs(records, task=ns.task)
-        print(report.summary())
+        pairs, pairing = make_pairs(assign_splits(usable), task=ns.task) if usable else ([], None)
     except DataError as exc:
         print(f"pairing: {exc}")
-        return 1
-    print(f"{len(records)} images, {len(problems)} problems")
-    return 1 if problems else 0
+        failed = True
+    else:
+        without = f" of the {len(usable)} usable images" if unusable else ""
+        print(f"pairing ({ns.task}){without}: {pairing.summary() if pairing else 'no usable image'}")
+        counts = {split: sum(pair.target.split == split for pair in pairs) for split in ("train", "val", "test")}
+        empty = [split for split, count in counts.items() if not count]
+        print(
+            "pairs per split (empty split cells assigned as by fit with --data.split_seed 0): "
+            + ", ".join(f"{split} {count}" for split, count in counts.items())
+            + (f"; no {' or '.join(empty)} pairs, so the stages that need them would stop" if empty else "")
+        )
+    print(
+        f"{len(records)} images checked, {len(report.problems)} manifest problem(s), {len(problems)} file "
+        f"problem(s) in {len(unusable)} image(s)"
+    )
+    return 1 if failed else 0
 
 
 def _cache(ns: argparse.Namespace) -> int:

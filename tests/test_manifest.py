@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bilatcf.data.manifest import MANIFEST_COLUMNS, read_manifest, validate_records, write_manifest
+from bilatcf.data.manifest import MANIFEST_COLUMNS, check_manifest, read_manifest, validate_records, write_manifest
 from bilatcf.data.types import ImageRecord
 from bilatcf.errors import DataError
 
@@ -170,11 +170,23 @@ def test_row_with_more_cells_than_the_header(tmp_path):
 
 
 def test_missing_and_empty_manifests(tmp_path):
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(DataError, match="not found") as error:
         read_manifest(tmp_path / "nope.csv")
+    assert "docs/data.md" in str(error.value) and "bilatcf data synth" in str(error.value)
+    assert "data index" not in str(error.value)
     _write_rows(tmp_path / "m.csv", [])
     with pytest.raises(DataError, match="no rows"):
         read_manifest(tmp_path / "m.csv")
+
+
+def test_check_manifest_lists_every_problem_and_keeps_the_valid_rows(tmp_path):
+    rows = [_good_row(f"bad{i}", laterality="X") for i in range(12)] + [_good_row("ok")]
+    _write_rows(tmp_path / "m.csv", rows)
+    with pytest.raises(DataError, match=r"\.\.\. and 2 more \(`bilatcf data check` lists them all\)"):
+        read_manifest(tmp_path / "m.csv", check_files=False)
+    report = check_manifest(tmp_path / "m.csv", check_files=False)
+    assert len(report.problems) == 12 and report.problems[11].startswith("m.csv row 13, column 'laterality'")
+    assert [r.image_id for r in report.records] == ["ok"] and report.rows == [14]
 
 
 def test_reading_never_modifies_the_file(tmp_path):

@@ -8,12 +8,16 @@ every command works on a fresh machine. ``source="manifest"`` reads a canonical 
 from __future__ import annotations
 
 import logging
+import numbers
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bilatcf.data.manifest import read_manifest
@@ -22,11 +26,16 @@ from bilatcf.data.preprocess import PreprocessConfig, map_boxes, map_mask, prepr
 from bilatcf.data.splits import assign_splits
 from bilatcf.data.synthetic import SyntheticConfig, load_or_generate
 from bilatcf.data.transforms import PairedAugment
-from bilatcf.data.types import BilateralBatch, ImageRecord, Pair, check_batch
-from bilatcf.errors import DataError
+from bilatcf.data.types import BilateralBatch, ImageRecord, Pair, TrainingImage, check_batch
+from bilatcf.data.validate import check_images, describe
+from bilatcf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 _IMAGE_KEYS = ("target", "reference", "target_mask", "healthy", "target_other", "reference_other")
+#: The smallest (H, W) accepted for every source: the synthetic generator's floor (manifest data gets the same one).
+MIN_IMAGE_SIZE = (32, 16)
+#: The splits each Lightning stage reads; ``setup`` refuses to start a stage whose splits are empty.
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 
 
 class ImageSource:
@@ -55,7 +64,11 @@ class SyntheticSource(ImageSource):
 
 
 class FileSource(ImageSource):
-    """Images read from files (PNG/TIFF/NPY, DICOM once registered) and preprocessed: crop, orient, resize."""
+    """Images read from files (PNG/TIFF/NPY, DICOM once registered) and preprocessed: crop, orient, resize.
+
+    A lesion-free image (``abnormal == 0``) without a mask file gets an all-zero mask: its mask is known to be empty,
+    so it counts in the metrics computed outside lesions.
+    """
 
     def __init__(self, config: PreprocessConfig) -> None:
         from bilatcf.data.cache import PreprocessedCache
@@ -75,9 +88,16 @@ class FileSource(ImageSource):
                 f"{record.path}: preprocessed image has shape {image.shape}, expected {expected}; "
                 "clear the cache (`bilatcf data cache --clear`) if the preprocessing changed."
             )
-        mask = map_mask(read_mask(record.mask_path), info).astype(np.float32) if record.mask_path else None
+        if record.mask_path:
+            mask = map_mask(read_mask(record.mask_path), info).astype(np.float32)
+        else:
+            mask = np.zeros_like(image) if record.abnormal == 0 else None
         meta = {**info.to_dict(), "boxes": map_boxes(record.boxes, info)}
         return image, mask, None, meta
+
+    def warm(self, record: ImageRecord, image: np.ndarray) -> None:
+        """Preprocess an image the decode check has just read into the cache, so the first epoch does not decode it."""
+        self.cache.get_or_compute(record, self.config, lambda r: preprocess(image, r.laterality, self.config))
 
 
 class PairDataset(Dataset):
@@ -134,6 +154,8 @@ class PairDataset(Dataset):
             label=pair.label,
             ref_label=pair.ref_label,
             asym_label=pair.asym_label,
+            target_abnormal=pair.target.abnormal,
+            ref_abnormal=pair.reference.abnormal,
             has_mask=mask is not None,
             has_healthy=healthy is not None,
             meta={
@@ -172,32 +194,58 @@ class EpochSampler(DistributedSampler):
         return ((self.epoch, index) for index in super().__iter__())
 
 
-class BilateralDataModule(pl.LightningDataModule):
+class _StagedDataModule(pl.LightningDataModule):
+    """What both DataModules share: splits checked per stage in ``setup``, the first batch checked on the device."""
+
+    _checked = False
+
+    def _needed_splits(self, stage: str | None) -> tuple[str, ...]:
+        """The splits ``stage`` reads; validation is not needed when the trainer skips it (limit_val_batches = 0)."""
+        splits = STAGE_SPLITS.get(stage, ("train",))
+        trainer = getattr(self, "trainer", None)
+        if stage == "fit" and trainer is not None and not trainer.limit_val_batches:
+            splits = ("train",)
+        return splits
+
+    def on_after_batch_transfer(self, batch: BilateralBatch, dataloader_idx: int) -> BilateralBatch:
+        if not self._checked:
+            check_batch(batch)
+            self._checked = True
+        return batch
+
+
+class BilateralDataModule(_StagedDataModule):
     """Bilateral pairs for every method: synthetic by default, or any dataset in the canonical manifest format.
+
+    Every option is checked here, where it enters, so a bad value fails before any data is generated or read. With
+    ``source="manifest"``, :meth:`setup` decodes every image and mask once (cached, see
+    :mod:`bilatcf.data.validate`) and refuses files that cannot be used, unless ``skip_bad_images``.
 
     Args:
         source: ``synthetic`` (embedded generator, cached) or ``manifest`` (a CSV in the canonical format).
         manifest: path of the manifest CSV (``source="manifest"``).
         root: folder that relative paths in the manifest are resolved against (default: the CSV's folder).
         task: ``malignancy`` (pairs whose target has a lesion; label = malignant) or ``abnormality`` (all pairs).
-        image_size: (H, W) of the images the models see.
-        batch_size: pairs per batch (per process under DDP).
-        num_workers: DataLoader worker processes.
-        fold: k-fold cross-validation fold (None: patient-wise 8:1:1 split).
-        num_folds: number of folds when ``fold`` is given.
+        image_size: (H, W) of the images the models see; at least 32 x 16.
+        batch_size: pairs per batch (per process under DDP), at least 1.
+        num_workers: DataLoader worker processes, 0 or more.
+        fold: k-fold cross-validation fold in ``[0, num_folds)`` (None: patient-wise 8:1:1 split).
+        num_folds: number of folds when ``fold`` is given, at least 3 (a test, a val and a train fold).
         split_seed: seed of the patient-wise split.
         missing_partner: ``drop`` images without a contralateral partner, or use the image itself (``mirror-self``).
         four_view: also load the ipsilateral other view of target and reference (SFF baseline).
         augment: paired geometric augmentation of training pairs (one draw for target, reference, mask, healthy).
         shuffle: shuffle training pairs.
         seed: seed of shuffling and augmentation.
-        num_patients: synthetic patients.
-        lesion_contrast: synthetic lesion contrast (None: the generator's default).
+        num_patients: synthetic patients, at least 1.
+        lesion_contrast: synthetic lesion contrast in (0, 1] (None: the generator's default).
         distractor_rate: fraction of synthetic patients with symmetric distractors (None: the generator's default).
         synthetic_seed: seed of the synthetic generator.
         views: views generated by the synthetic source.
         misalignment: how differently the synthetic left and right breasts are positioned and compressed, as a
             fraction of the image height (None: the generator's default, 0; see ``SyntheticConfig``).
+        skip_bad_images: manifest images that cannot be used (missing, corrupt, blank, too small, bad mask) are
+            dropped with a printed list instead of stopping ``setup`` with an error.
     """
 
     def __init__(
@@ -223,20 +271,55 @@ class BilateralDataModule(pl.LightningDataModule):
         synthetic_seed: int = 0,
         views: tuple[str, ...] = ("CC", "MLO"),
         misalignment: float | None = None,
+        skip_bad_images: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        _check_choice("source", source, ("synthetic", "manifest"))
         if source == "manifest" and not manifest:
-            raise DataError(
-                "source='manifest' needs a manifest CSV: pass --data.manifest PATH "
-                "(build one with `bilatcf data index`)."
+            raise ConfigError(
+                "--data.source manifest needs --data.manifest PATH: a CSV with one row per image in the canonical "
+                "format (its columns are described in docs/data.md, 'Manifest columns'). `bilatcf data synth --out "
+                "DIR` writes an example manifest with its image files."
             )
+        _check_image_size(image_size)
+        _check_integer("batch_size", batch_size, 1, "pairs per batch (per process)")
+        _check_integer("num_workers", num_workers, 0, "DataLoader worker processes")
+        _check_integer("num_folds", num_folds, 3, "k-fold needs a test, a val and at least one train fold, so it")
+        if fold is not None:
+            _check_integer("fold", fold, 0, "a fold number", below=num_folds)
+        for name, value in (("split_seed", split_seed), ("seed", seed), ("synthetic_seed", synthetic_seed)):
+            _check_integer(name, value, 0, "a seed")
+        _check_integer("num_patients", num_patients, 1, "the number of synthetic patients")
+        _check_synthetic_knobs(
+            lesion_contrast=lesion_contrast, distractor_rate=distractor_rate, misalignment=misalignment, views=views
+        )
+        self.save_hyperparameters()
         self.source_name = source
+        self.records: list[ImageRecord] = []
         self.pairs: dict[str, list[Pair]] = {}
         self.report = None
-        self._checked = False
 
     # ------------------------------------------------------------------ setup
+    def prepare_data(self) -> None:
+        """Decode-check the manifest's files once per machine (Lightning calls this on one process only).
+
+        The other processes of a DDP run then find every result in the cache in ``setup``. Errors are left to
+        ``setup``, which raises them on every process alike.
+        """
+        if self.hparams.source != "manifest" or self.pairs:
+            return
+        try:
+            self._usable(self._read_manifest(), self._file_source(), announce=False)
+        except DataError:
+            pass
+
+    def _read_manifest(self) -> list[ImageRecord]:
+        # Missing files are left to the decode check, which reports them with the others (and can skip them).
+        return read_manifest(self.hparams.manifest, root=self.hparams.root, check_files=False)
+
+    def _file_source(self) -> FileSource:
+        return FileSource(PreprocessConfig(image_size=tuple(self.hparams.image_size)))
+
     def _records(self) -> tuple[list[ImageRecord], ImageSource]:
         h = self.hparams
         if h.source == "synthetic":
@@ -252,24 +335,112 @@ class BilateralDataModule(pl.LightningDataModule):
             config = SyntheticConfig(**{k: v for k, v in knobs.items() if v is not None})
             dataset = load_or_generate(config, progress=True)
             return list(dataset.records), SyntheticSource(dataset)
-        records = read_manifest(h.manifest, root=h.root)
-        return records, FileSource(PreprocessConfig(image_size=tuple(h.image_size)))
+        source = self._file_source()
+        return self._usable(self._read_manifest(), source), source
+
+    def _usable(self, records: list[ImageRecord], source: FileSource, announce: bool = True) -> list[ImageRecord]:
+        """The records whose files decode and fit the model; the others stop setup, or are skipped when asked to."""
+        h = self.hparams
+        problems = check_images(
+            records,
+            tuple(h.image_size),
+            cache_name=os.path.abspath(h.manifest),
+            warm=source.warm,
+            progress=rank_zero_only.rank == 0,
+        )
+        if not problems:
+            return records
+        name = Path(h.manifest).name
+        listing = describe(problems, lambda index: f"{name} row {index + 2}")  # read_manifest keeps one record per row
+        bad = {problem.index for problem in problems}
+        usable = [record for index, record in enumerate(records) if index not in bad]
+        if not h.skip_bad_images or not usable:
+            also = "" if usable else " (all of them, so --data.skip_bad_images cannot help)"
+            raise DataError(
+                f"{len(bad)} of the {len(records)} images of manifest {h.manifest} cannot be used{also}:\n{listing}\n"
+                f"Fix: repair or replace these files, or remove their rows; `bilatcf data check {h.manifest}` lists "
+                "every problem. To train on the other images, pass --data.skip_bad_images true."
+            )
+        if announce:
+            _announce(
+                f"skipping {len(bad)} of the {len(records)} images of manifest {h.manifest} that cannot be used "
+                f"(--data.skip_bad_images):\n{listing}"
+            )
+        return usable
 
     def setup(self, stage: str | None = None) -> None:
-        if self.pairs:
-            return
+        """Build the pairs (once) and refuse a stage whose splits are empty, before any step runs."""
+        if not self.pairs:
+            self._build()
+        for split in self._needed_splits(stage):
+            if not self.pairs[split]:
+                raise DataError(self._empty_split_message(split, stage or "fit"))
+
+    def _build(self) -> None:
         h = self.hparams
         records, self.image_source = self._records()
-        records = assign_splits(records, seed=h.split_seed, fold=h.fold, num_folds=h.num_folds)
-        pairs, self.report = make_pairs(records, task=h.task, missing_partner=h.missing_partner, four_view=h.four_view)
-        log.info("pairing: %s", self.report.summary())
+        self.records = assign_splits(records, seed=h.split_seed, fold=h.fold, num_folds=h.num_folds)
+        pairs, self.report = make_pairs(
+            self.records, task=h.task, missing_partner=h.missing_partner, four_view=h.four_view
+        )
+        _announce(f"pairing: {self.report.summary()}")
         self.pairs = {split: [p for p in pairs if p.target.split == split] for split in ("train", "val", "test")}
         self.pairs["predict"] = self.pairs["test"]
-        if not self.pairs["train"] and stage in (None, "fit"):
-            raise DataError(
-                f"no training pairs for task '{h.task}' ({self.report.summary()}); check the manifest's labels "
-                "and splits, or choose another --data.task."
+
+    def _empty_split_message(self, split: str, stage: str) -> str:
+        """Why ``split`` has no pair and the fix for the source in use (never a synthetic option for a manifest)."""
+        h = self.hparams
+        split_of_records = "test" if split == "predict" else split
+        images = sum(record.split == split_of_records for record in self.records)
+        which = "the predict split (the test pairs)" if split == "predict" else f"the {split} split"
+        found = f"its {images} images give no {h.task} pair" if images else "no image is in it"
+        text = f"{which} is empty: `{stage}` needs it, but {found} ({self.report.summary()}). Fix: "
+        if h.source == "synthetic":
+            text += (
+                f"use more patients: --data.num_patients (now {h.num_patients}; val and test get a tenth of them "
+                "each and about half have a lesion, so use 50 or more)"
             )
+        elif images:
+            text += "check the 'abnormal' and 'malignant' labels of those images, or choose another --data.task"
+        elif h.fold is not None:
+            text += f"use fewer folds (--data.num_folds, now {h.num_folds}); k-fold ignores the split column"
+        else:
+            text += (
+                f"give some patients split={split_of_records} in the manifest's split column, or leave the split "
+                "column empty so bilatcf assigns a patient-wise 8:1:1 split (--data.split_seed changes the draw, "
+                "--data.fold gives k-fold cross-validation)"
+            )
+        if split == "val" and stage == "fit":
+            text += "; or train without validation: --trainer.limit_val_batches 0"
+        return text + "."
+
+    def training_images(self, lesion_free: bool | None = None) -> Iterator[TrainingImage]:
+        """Each distinct image of the training split once, unaugmented, as the model sees it (after ``setup``).
+
+        For methods that build state from the training split before training (a tumour bank cut with the lesion
+        masks, a set of normal images), e.g. in their own ``setup`` hook, which Lightning calls after this
+        DataModule's. Every image whose split is ``train`` is yielded, in the task's pairs or not.
+
+        Args:
+            lesion_free: True: only images with ``abnormal == 0``; False: only ``abnormal == 1``; None: all.
+
+        Raises:
+            RuntimeError: ``setup`` has not run yet.
+        """
+        if not self.pairs:
+            raise RuntimeError(_NOT_SET_UP)
+        records = [r for r in self.records if r.split == "train" and _keeps(lesion_free, r.abnormal)]
+        return (self._training_image(record) for record in records)
+
+    def _training_image(self, record: ImageRecord) -> TrainingImage:
+        image, mask, _, _ = self.image_source.load(record)
+        return TrainingImage(
+            image=torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+            mask=None if mask is None else torch.from_numpy(np.asarray(mask) > 0.5).float(),
+            abnormal=record.abnormal,
+            malignant=record.malignant,
+            image_id=record.image_id,
+        )
 
     def _dataset(self, split: str) -> PairDataset:
         augment = PairedAugment() if split == "train" and self.hparams.augment else None
@@ -278,11 +449,10 @@ class BilateralDataModule(pl.LightningDataModule):
         )
 
     def _loader(self, split: str) -> DataLoader:
-        if not self.pairs.get(split):
-            raise DataError(
-                f"the {split} split is empty ({self.report.summary() if self.report else 'no pairs'}): "
-                "use more patients (--data.num_patients) or check the manifest's split column."
-            )
+        if not self.pairs:
+            raise RuntimeError(_NOT_SET_UP)
+        if not self.pairs[split]:
+            raise DataError(self._empty_split_message(split, f"the {split} dataloader"))
         dataset = self._dataset(split)
         shuffle = split == "train" and self.hparams.shuffle
         return DataLoader(
@@ -307,22 +477,25 @@ class BilateralDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
 
-    def on_after_batch_transfer(self, batch: BilateralBatch, dataloader_idx: int) -> BilateralBatch:
-        if not self._checked:
-            check_batch(batch)
-            self._checked = True
-        return batch
-
     @property
     def num_pairs(self) -> dict[str, int]:
         return {split: len(pairs) for split, pairs in self.pairs.items()}
 
 
-class UnilateralDataModule(pl.LightningDataModule):
+class UnilateralDataModule(_StagedDataModule):
     """Single images of the toy presets (``vagan``, ``cxgan``) for CX-GAN / VA-GAN / AnoGAN style experiments.
 
     Batches are :class:`BilateralBatch` with ``reference`` = ``target`` (there is no contralateral side) so every model
-    and metric works unchanged; images are rescaled from the presets' [-1, 1] to [0, 1].
+    and metric works unchanged; images are rescaled from the presets' [-1, 1] to [0, 1]. Every toy image has a known
+    mask (all-zero for class 0), so ``has_mask`` is True throughout and ``target_abnormal`` = ``ref_abnormal`` = the
+    class.
+
+    Args:
+        preset: ``vagan`` or ``cxgan``.
+        num_images: images to generate, at least 2 (None: the papers' 10 000).
+        batch_size: images per batch (per process), at least 1.
+        num_workers: DataLoader worker processes, 0 or more.
+        seed: seed of the generator.
     """
 
     def __init__(
@@ -333,7 +506,15 @@ class UnilateralDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
+        from bilatcf.data.toy import PRESETS
+
         super().__init__()
+        _check_choice("preset", preset, PRESETS)
+        if num_images is not None:
+            _check_integer("num_images", num_images, 2, "a toy preset needs one image per class, so it")
+        _check_integer("batch_size", batch_size, 1, "images per batch (per process)")
+        _check_integer("num_workers", num_workers, 0, "DataLoader worker processes")
+        _check_integer("seed", seed, 0, "a seed")
         self.save_hyperparameters()
         self.source_name = f"toy:{preset}"
         self.splits: dict[str, list[int]] = {}
@@ -341,17 +522,26 @@ class UnilateralDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         from bilatcf.data.toy import make_toy
 
-        if self.splits:
-            return
         h = self.hparams
-        self.toy = make_toy(h.preset, num_images=h.num_images, seed=h.seed)
-        self.splits = {split: np.flatnonzero(self.toy.splits == split).tolist() for split in ("train", "val", "test")}
-        if not self.splits["val"]:  # presets with a train/test split only validate on the test images
-            self.splits["val"] = self.splits["test"]
-        self.splits["predict"] = self.splits["test"]
+        if not self.splits:
+            self.toy = make_toy(h.preset, num_images=h.num_images, seed=h.seed)
+            self.splits = {s: np.flatnonzero(self.toy.splits == s).tolist() for s in ("train", "val", "test")}
+            if not self.splits["val"]:  # presets with a train/test split only validate on the test images
+                self.splits["val"] = self.splits["test"]
+            self.splits["predict"] = self.splits["test"]
+        for split in self._needed_splits(stage):
+            if not self.splits[split]:
+                raise DataError(
+                    f"the {split} split of toy preset {h.preset!r} is empty: `{stage or 'fit'}` needs it, but "
+                    f"{len(self.toy)} images are too few to give every split an image of each class. Fix: use more "
+                    "images: --data.num_images (100 or more)."
+                )
+
+    def _image(self, i: int) -> torch.Tensor:
+        return torch.from_numpy((self.toy.images[i] + 1.0) / 2.0).clamp(0, 1).float()
 
     def _sample(self, i: int) -> dict[str, Any]:
-        image = torch.from_numpy((self.toy.images[i] + 1.0) / 2.0).clamp(0, 1)[None].float()
+        image = self._image(i)[None]
         mask = torch.from_numpy(self.toy.masks[i]).float()[None]
         label = int(self.toy.labels[i])
         return {
@@ -362,12 +552,33 @@ class UnilateralDataModule(pl.LightningDataModule):
             "label": label,
             "ref_label": -1,
             "asym_label": label,
-            "has_mask": bool(mask.any()),
+            "target_abnormal": label,
+            "ref_abnormal": label,
+            "has_mask": True,  # known for every toy image: all-zero for class 0
             "has_healthy": False,
             "meta": {"image_id": f"{self.hparams.preset}_{i}", "index": i, "boxes": _mask_boxes(self.toy.masks[i])},
             "target_other": None,
             "reference_other": None,
         }
+
+    def training_images(self, lesion_free: bool | None = None) -> Iterator[TrainingImage]:
+        """Each training image once (see :meth:`BilateralDataModule.training_images`); class 1 is abnormal.
+
+        The toy findings are not graded benign or malignant, so ``malignant`` is -1.
+        """
+        if not self.splits:
+            raise RuntimeError(_NOT_SET_UP)
+        indices = [i for i in self.splits["train"] if _keeps(lesion_free, int(self.toy.labels[i]))]
+        return (
+            TrainingImage(
+                image=self._image(i),
+                mask=torch.from_numpy(self.toy.masks[i]).float(),
+                abnormal=int(self.toy.labels[i]),
+                malignant=-1,
+                image_id=f"{self.hparams.preset}_{i}",
+            )
+            for i in indices
+        )
 
     def _loader(self, split: str) -> DataLoader:
         indices = self.splits[split]
@@ -390,6 +601,63 @@ class UnilateralDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
+
+
+_NOT_SET_UP = (
+    "the DataModule has no data yet: call datamodule.setup('fit') first (Lightning calls it before the model's own "
+    "setup hook, so a method can read the training split there)."
+)
+
+
+@rank_zero_only
+def _announce(text: str) -> None:
+    """One message on stdout from the first process only (a DDP run would print it once per process otherwise)."""
+    log.info(text)
+    print(text, flush=True)
+
+
+def _keeps(lesion_free: bool | None, abnormal: int) -> bool:
+    return lesion_free is None or abnormal == (0 if lesion_free else 1)
+
+
+def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"--data.{name} = {value!r} is not a valid choice; use one of: {', '.join(choices)}.")
+
+
+def _check_integer(name: str, value: object, minimum: int, what: str, below: int | None = None) -> None:
+    """``value`` must be an integer in ``[minimum, below)``; the message names the option as it is typed."""
+    integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if integer and value >= minimum and (below is None or value < below):
+        return
+    allowed = f"in [{minimum}, {below})" if below is not None else f"of at least {minimum}"
+    raise ConfigError(f"--data.{name} = {value!r} is out of range: {what} must be an integer {allowed}.")
+
+
+def _check_image_size(value: object) -> None:
+    size = tuple(value) if isinstance(value, (list, tuple)) else ()
+    integers = len(size) == 2 and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size)
+    if integers and size[0] >= MIN_IMAGE_SIZE[0] and size[1] >= MIN_IMAGE_SIZE[1]:
+        return
+    raise ConfigError(
+        f"--data.image_size = {value!r} is out of range: give two integers H W with H >= {MIN_IMAGE_SIZE[0]} and "
+        f"W >= {MIN_IMAGE_SIZE[1]} (the smallest images the synthetic generator draws; the same floor holds for "
+        "manifest data), e.g. --data.image_size [128,64]. Some backbones need larger inputs."
+    )
+
+
+def _check_synthetic_knobs(**knobs: Any) -> None:
+    """The synthetic generator's own range checks, run here so a bad value fails when the DataModule is built."""
+    for name, value in knobs.items():
+        if value is None:
+            continue
+        try:
+            SyntheticConfig(**{name: value})
+        except ConfigError as error:
+            reason = str(error).split(": ", 1)[-1]  # drop the generator's "SyntheticConfig.<name> = <value>: "
+            raise ConfigError(f"--data.{name} = {value!r} is out of range: {reason}") from None
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"--data.{name} = {value!r} is not a valid value ({error}).") from None
 
 
 def _mask_boxes(mask: np.ndarray) -> list[list[float]]:

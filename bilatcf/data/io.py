@@ -9,7 +9,9 @@ image outside [0, 1].
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,6 +24,16 @@ from bilatcf.errors import DataError
 Reader = Callable[[Path], np.ndarray]
 
 _READERS: dict[str, Reader] = {}
+_DICOM_MODULE = "bilatcf.data.dicom"
+# The first bytes of each format, to tell a damaged image from a file of another kind saved under an image name.
+_SIGNATURES = {
+    ".png": (b"\x89PNG\r\n\x1a\n",),
+    ".jpg": (b"\xff\xd8\xff",),
+    ".jpeg": (b"\xff\xd8\xff",),
+    ".tif": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+    ".tiff": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+    ".npy": (b"\x93NUMPY",),
+}
 
 
 def register_reader(suffixes: str | Iterable[str], fn: Reader) -> None:
@@ -108,35 +120,72 @@ def _read_with_opencv(path: Path) -> np.ndarray:
     """PNG/JPEG/TIFF in 8 or 16 bits: IMREAD_UNCHANGED keeps 16-bit depth, which the default 8-bit read would lose."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise DataError(f"{path}: OpenCV could not decode the file; it may be corrupt or truncated.")
+        raise DataError(f"{path}: OpenCV could not decode the file: {_why_undecodable(path)}")
+    if path.suffix.lower() in (".jpg", ".jpeg") and not _has_jpeg_end(path):
+        # libjpeg fills the missing rows of a truncated JPEG with grey and only warns, so check the end marker.
+        raise DataError(f"{path}: truncated JPEG (no end-of-image marker); re-export or copy the file again.")
     if image.ndim == 3 and image.shape[2] in (3, 4):
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
     return image
+
+
+def _why_undecodable(path: Path) -> str:
+    """Tell an empty file, a file of another kind (often text saved under an image name) and a damaged image apart."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    kind = path.suffix.lower().lstrip(".").upper()
+    if not head:
+        return "the file is empty (0 bytes); copy or export it again."
+    if head.startswith(_SIGNATURES.get(path.suffix.lower(), (b"",))):
+        return f"the {kind} image is truncated or corrupt; re-export or copy the file again."
+    if all(32 <= byte < 127 or byte in b"\t\n\r" for byte in head):
+        text = head.decode("ascii")
+        return f"it holds text, not a {kind} image (it starts with {text[:30]!r}); replace it with the real image."
+    return f"it is not a {kind} image (its first bytes are {head[:8]!r}); check what wrote it and convert it."
+
+
+def _has_jpeg_end(path: Path) -> bool:
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - 4096))
+        return b"\xff\xd9" in handle.read()
 
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise DataError(f"{path}: not a readable .npy array ({error}); save it with numpy.save.") from error
+        raise DataError(
+            f"{path}: not a readable .npy array ({error}): {_why_undecodable(path)} Save arrays with numpy.save."
+        ) from error
 
 
 def _read_dicom(path: Path) -> np.ndarray:
     """Placeholder until :mod:`bilatcf.data.dicom` registers the real reader; importing that module registers it."""
+    if not _module_exists(_DICOM_MODULE):
+        raise DataError(
+            f"{path}: DICOM files are not supported yet. Convert them to 16-bit PNG, TIFF or .npy (e.g. the pixel "
+            "array, windowed and scaled to [0, 1], saved with numpy.save) and point the manifest's path column to "
+            "the converted files."
+        )
     try:
-        importlib.import_module("bilatcf.data.dicom")
+        importlib.import_module(_DICOM_MODULE)
     except ImportError as error:
         raise DataError(
-            f"{path}: DICOM files are read by bilatcf.data.dicom, which could not be imported ({error}); "
+            f"{path}: DICOM files are read by {_DICOM_MODULE}, which could not be imported ({error}); "
             "install the DICOM extra with: pip install 'bilatcf[dicom]'."
         ) from error
     reader = _READERS[path.suffix.lower()]
     if reader is _read_dicom:
         raise DataError(
-            f"{path}: no DICOM reader is registered; bilatcf.data.dicom must call "
+            f"{path}: no DICOM reader is registered; {_DICOM_MODULE} must call "
             "bilatcf.data.io.register_reader(('.dcm', '.dicom'), fn)."
         )
     return reader(path)
+
+
+def _module_exists(name: str) -> bool:
+    return name in sys.modules or importlib.util.find_spec(name) is not None
 
 
 register_reader((".png", ".jpg", ".jpeg", ".tif", ".tiff"), _read_with_opencv)

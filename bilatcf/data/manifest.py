@@ -13,7 +13,7 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bilatcf.data.io import atomic_write
@@ -65,12 +65,41 @@ def read_manifest(path: str | Path, root: str | Path | None = None, check_files:
             Records carry absolute paths, so they do not depend on the working directory.
         check_files: also check that every image and mask file exists (off for fast dry runs).
 
+    Returns:
+        One record per row, in row order (record ``i`` is spreadsheet row ``i + 2``).
+
     Raises:
         DataError: listing up to ten problems, each with its row (the spreadsheet row: the header is row 1) and column.
     """
+    report = check_manifest(path, root=root, check_files=check_files)
+    if report.problems:
+        _raise(Path(path), report.problems)
+    return report.records
+
+
+@dataclass
+class ManifestReport:
+    """What :func:`check_manifest` found: the records of the valid rows, their spreadsheet rows, every problem."""
+
+    records: list[ImageRecord]
+    rows: list[int]
+    problems: list[str]
+
+
+def check_manifest(path: str | Path, root: str | Path | None = None, check_files: bool = True) -> ManifestReport:
+    """Every problem of a manifest CSV, not only the first ten, and the records of the rows that are valid.
+
+    The same rules as :func:`read_manifest` (which raises when there is any problem), for reports that list them all.
+
+    Raises:
+        DataError: the file does not exist or has a header but no rows.
+    """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"manifest {path} not found; create it with `bilatcf data index` or point to the right file.")
+        raise DataError(
+            f"manifest {path} not found; point to an existing CSV in the canonical format (its columns are described "
+            "in docs/data.md, 'Manifest columns'). `bilatcf data synth --out DIR` writes an example manifest."
+        )
     root = Path(root) if root is not None else path.parent
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -78,21 +107,19 @@ def read_manifest(path: str | Path, root: str | Path | None = None, check_files:
         rows = list(reader)
     problems = _header_problems(header, path.name)
     if problems:
-        _raise(path, problems)
+        return ManifestReport([], [], problems)
     if not rows:
         raise DataError(f"manifest {path} has a header but no rows; it must list at least one image.")
-    records, places = [], []
+    records, numbers, places = [], [], []
     for number, row in enumerate(rows, start=2):
         place = f"{path.name} row {number}"
         record, row_problems = _parse_row(row, place)
         problems += row_problems
         if record is not None:
             records.append(_resolve_paths(record, root))
+            numbers.append(number)
             places.append(place)
-    problems += _dataset_problems(records, places, check_files)
-    if problems:
-        _raise(path, problems)
-    return records
+    return ManifestReport(records, numbers, problems + _dataset_problems(records, places, check_files))
 
 
 def validate_records(records: Sequence[ImageRecord], check_files: bool = True) -> list[str]:

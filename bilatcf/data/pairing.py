@@ -3,7 +3,7 @@
 Images of one ``(dataset, patient_id, study_id, view)`` key are partners when their lateralities differ. Every image
 that carries the task's label is a target, so when both sides carry it both directions are pairs (CGN §IV-B counts
 "A with B" and "B with A" as two pairs). Images that cannot be used are never dropped silently: the
-:class:`PairingReport` counts them by reason, and its one-line summary goes to the logs.
+:class:`PairingReport` counts them by reason, and BilateralDataModule prints its one-line summary at setup.
 """
 
 from __future__ import annotations

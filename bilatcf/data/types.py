@@ -4,6 +4,7 @@
 * :class:`Pair` is a target image with its contralateral reference (and, in four-view mode, the two other views).
 * :class:`BilateralBatch` is what every model receives: named tensors, checked on the first batch by
 :func:`check_batch`.
+* :class:`TrainingImage` is one image of the training split, for methods that build state from it before training.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class Pair:
 
 
 _TENSOR_FIELDS_IMAGE = ("target", "reference", "target_mask", "healthy")
+_LABEL_FIELDS = ("label", "ref_label", "asym_label", "target_abnormal", "ref_abnormal")
+_PER_PAIR_FIELDS = _LABEL_FIELDS + ("has_mask", "has_healthy")
 
 
 @dataclass
@@ -77,6 +80,11 @@ class BilateralBatch:
     ``healthy`` is the ground-truth counterfactual of the target (synthetic data only, valid where ``has_healthy``).
     ``meta`` holds one dict per pair: ids, laterality, view, flipped, original size, crop box and ``boxes`` (the
     target's lesion boxes in batch pixel coordinates).
+
+    ``target_abnormal`` / ``ref_abnormal`` are the two images' own ``abnormal`` (1 lesion, 0 lesion-free, -1 unknown),
+    whatever the task's labels are: a benign lesion has ``ref_label = 0`` in the malignancy task but
+    ``ref_abnormal = 1``, so image-translation methods take their normal domain from ``ref_abnormal == 0``. They come
+    last with defaults so code that builds a batch by keyword keeps working; :meth:`collate` always fills them.
     """
 
     target: Tensor
@@ -91,6 +99,8 @@ class BilateralBatch:
     meta: list[dict[str, Any]] = field(default_factory=list)
     target_other: Tensor | None = None
     reference_other: Tensor | None = None
+    target_abnormal: Tensor | None = None
+    ref_abnormal: Tensor | None = None
 
     def __len__(self) -> int:
         return self.target.shape[0]
@@ -106,7 +116,10 @@ class BilateralBatch:
 
     @staticmethod
     def collate(samples: list[dict[str, Any]]) -> BilateralBatch:
-        """Stack per-pair sample dicts (as produced by the pair datasets) into a batch."""
+        """Stack per-pair sample dicts (as produced by the pair datasets) into a batch.
+
+        ``target_abnormal`` / ``ref_abnormal`` missing from a sample are unknown (-1).
+        """
         if not samples:
             raise DataError("cannot collate an empty list of samples")
 
@@ -115,8 +128,9 @@ class BilateralBatch:
                 return None
             return torch.stack([torch.as_tensor(s[key]) for s in samples])
 
-        def labels(key: str) -> Tensor:
-            return torch.tensor([int(s[key]) for s in samples], dtype=torch.long)
+        def labels(key: str, default: int | None = None) -> Tensor:
+            values = [int(s[key] if default is None else s.get(key, default)) for s in samples]
+            return torch.tensor(values, dtype=torch.long)
 
         def flags(key: str) -> Tensor:
             return torch.tensor([bool(s[key]) for s in samples], dtype=torch.bool)
@@ -134,6 +148,8 @@ class BilateralBatch:
             meta=[s["meta"] for s in samples],
             target_other=stack("target_other"),
             reference_other=stack("reference_other"),
+            target_abnormal=labels("target_abnormal", default=-1),
+            ref_abnormal=labels("ref_abnormal", default=-1),
         )
 
 
@@ -164,11 +180,13 @@ def check_batch(batch: BilateralBatch, where: str = "the first batch") -> None:
                 f"{where}: '{name}' has values in [{lo:.3g}, {hi:.3g}], expected [0, 1]; "
                 "normalise images (e.g. divide 8-bit data by 255, or window DICOMs) before batching."
             )
-    for name in ("label", "ref_label", "asym_label", "has_mask", "has_healthy"):
+    for name in _PER_PAIR_FIELDS:
         value = getattr(batch, name)
+        if value is None:
+            raise DataError(f"{where}: '{name}' is missing; build batches with BilateralBatch.collate, which fills it.")
         if tuple(value.shape) != (size,):
             raise DataError(f"{where}: '{name}' has shape {tuple(value.shape)}, expected [{size}].")
-    for name in ("label", "ref_label", "asym_label"):
+    for name in _LABEL_FIELDS:
         bad = getattr(batch, name)[(getattr(batch, name) < -1) | (getattr(batch, name) > 1)]
         if bad.numel():
             raise DataError(f"{where}: '{name}' has value {int(bad[0])}; labels are 1, 0 or -1 (unknown).")
@@ -185,3 +203,26 @@ def check_batch(batch: BilateralBatch, where: str = "the first batch") -> None:
             )
     if len(batch.meta) != size:
         raise DataError(f"{where}: 'meta' has {len(batch.meta)} entries for {size} pairs.")
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingImage:
+    """One distinct image of the training split, as the model sees it but unaugmented.
+
+    Methods that build state from the training split before training (a bank of lesion patches cut with the masks,
+    a set of lesion-free images) read these from ``datamodule.training_images()``.
+
+    Attributes:
+        image: ``[H, W]`` float32 in [0, 1], canonical orientation (chest wall on the left), the model's input size.
+        mask: ``[H, W]`` float32 in {0, 1}, the lesion mask; all-zero for a known lesion-free image; None when the
+            image may have a lesion but has no mask.
+        abnormal: 1 lesion, 0 lesion-free, -1 unknown.
+        malignant: 1, 0, or -1 unknown (or not applicable).
+        image_id: the image's id (the manifest's ``image_id``).
+    """
+
+    image: Tensor
+    mask: Tensor | None
+    abnormal: int
+    malignant: int
+    image_id: str
