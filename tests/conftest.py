@@ -59,6 +59,11 @@ def tiny_cli_overrides(cls: type, init_args: dict) -> list[str]:
     return args
 
 
+def schedule_epochs(cls: type, init_args: dict) -> int:
+    """Epochs that run every training phase of the tiny model once (1 for a model without stages)."""
+    return sum(phase.epochs or 1 for phase in cls(**tiny_kwargs(cls, init_args)).training_phases())
+
+
 #: The tiny unilateral toy data of models that declare a ``toy_preset``.
 TOY_DATA = {"num_images": 40, "batch_size": 4}
 

@@ -30,9 +30,12 @@ class Phased(Template):
     description = "harness test: two training stages"
     test_config = {"gan_epochs": 1}  # noqa: RUF012
 
-    def __init__(self, backbone: str = "resnet18", output_stride: int | None = 16, gan_epochs: int = 2) -> None:
-        super().__init__(backbone=backbone, output_stride=output_stride)
-        self.save_hyperparameters()
+    def __init__(
+        self, backbone: str = "resnet18", output_stride: int | None = 16, map_weight: float = 10.0, gan_epochs: int = 2
+    ) -> None:
+        # Every hyper-parameter the template's losses read is an argument here: under LightningCLI,
+        # save_hyperparameters stores the arguments the CLI passed to this class, not the parent's defaults.
+        super().__init__(backbone=backbone, output_stride=output_stride, map_weight=map_weight)
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         network = self.network

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import pytorch_lightning as pl
@@ -125,7 +126,7 @@ def test_schedule_trains_every_optimizer_parameter(case, name, init_args, tiny_m
 def test_checkpoint_round_trip_reproduces_predictions(case, name, init_args, tiny_model_datamodule, tmp_path):
     model = build(name, init_args)
     datamodule = tiny_model_datamodule(type(model))
-    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1)
+    trainer = quiet_trainer(max_epochs=schedule_epochs(model), limit_train_batches=1)
     trainer.fit(model, datamodule=datamodule)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
@@ -144,7 +145,7 @@ def test_checkpoint_round_trip_reproduces_predictions(case, name, init_args, tin
 @pytest.mark.parametrize(("case", "name", "init_args"), CASES, ids=CASE_IDS)
 def test_bf16_mixed_precision_step(case, name, init_args, tiny_model_datamodule):
     model = build(name, init_args)
-    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1, precision="bf16-mixed")
+    trainer = quiet_trainer(max_epochs=schedule_epochs(model), limit_train_batches=1, precision="bf16-mixed")
     trainer.fit(model, datamodule=tiny_model_datamodule(type(model)))
     losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
     assert losses and all(math.isfinite(v) for v in losses.values()), losses
@@ -152,17 +153,23 @@ def test_bf16_mixed_precision_step(case, name, init_args, tiny_model_datamodule)
 
 @pytest.mark.parametrize(("case", "name", "init_args"), CASES, ids=CASE_IDS)
 def test_nan_in_forward_stops_training_with_the_loss_name(case, name, init_args, tiny_model_datamodule, monkeypatch):
-    model = build(name, init_args)
+    model, calls = build(name, init_args), []
     forward = model.forward
 
     def poisoned(*args, **kwargs):
+        calls.append(1)
         out = forward(*args, **kwargs)
         return out.replace(logits=out.logits * float("nan"))
 
     monkeypatch.setattr(model, "forward", poisoned)
-    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1)
-    with pytest.raises(TrainingDivergedError, match=r"loss '.+' became nan at iteration 0"):
+    trainer = quiet_trainer(max_epochs=schedule_epochs(model), limit_train_batches=1)
+    try:
         trainer.fit(model, datamodule=tiny_model_datamodule(type(model)))
+    except TrainingDivergedError as error:
+        assert re.search(r"loss '.+' became nan at iteration \d+", str(error))  # the first step whose losses read it
+        return
+    assert not calls, "a NaN from forward reached training without stopping it"
+    pytest.skip("training never calls forward (a latent model); test_nan_at_a_loss covers its losses")
 
 
 def loss_names(name: str, init_args: dict, datamodule) -> list[str]:
@@ -170,35 +177,35 @@ def loss_names(name: str, init_args: dict, datamodule) -> list[str]:
     model, seen = build(name, init_args), []
     checked = model.checked
     model.checked = lambda loss, value: seen.append(loss) or checked(loss, value)
-    quiet_trainer(max_epochs=1, limit_train_batches=1).fit(model, datamodule=datamodule)
+    quiet_trainer(max_epochs=schedule_epochs(model), limit_train_batches=1).fit(model, datamodule=datamodule)
     return seen
 
 
+class _BatchStartParameters(pl.Callback):
+    """The parameters as every training batch starts."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.before = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+
+
 def check_nan_at_a_loss_stops_before_any_optimizer_steps(name: str, init_args: dict, datamodule) -> None:
-    # The last loss term checked on a batch is poisoned: by then a GAN has already stepped its first optimizer, and
-    # the guard must undo that step, so every parameter still has its initial value.
+    # The last loss term checked over the model's schedule is poisoned: by then a GAN has already stepped its first
+    # optimizer on that batch, and the guard must undo that step, so every parameter keeps its value from the start
+    # of the batch.
     poisoned_name = loss_names(name, init_args, datamodule)[-1]
     model = build(name, init_args)
-    initial = copy.deepcopy(model.state_dict())
     checked = model.checked
 
     def poison(loss: str, value: torch.Tensor) -> torch.Tensor:
         return checked(loss, value * float("nan") if loss == poisoned_name else value)
 
     model.checked = poison
-    trainer = quiet_trainer(max_epochs=1, limit_train_batches=1)
-    with pytest.raises(TrainingDivergedError, match=rf"loss '{poisoned_name}' became nan at iteration 0"):
+    snapshots = _BatchStartParameters()
+    trainer = quiet_trainer(max_epochs=schedule_epochs(model), limit_train_batches=1, callbacks=[snapshots])
+    with pytest.raises(TrainingDivergedError, match=rf"loss '{poisoned_name}' became nan at iteration \d+"):
         trainer.fit(model, datamodule=datamodule)
-    changed = [
-        key
-        for key, value in model.state_dict().items()
-        if _is_parameter(model, key) and not torch.equal(value, initial[key])
-    ]
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), snapshots.before[n])]
     assert not changed, f"parameters changed on the batch whose loss {poisoned_name!r} was NaN: {changed[:5]}"
-
-
-def _is_parameter(model, key: str) -> bool:
-    return key in dict(model.named_parameters())
 
 
 @pytest.mark.parametrize(("case", "name", "init_args"), CASES, ids=CASE_IDS)
@@ -213,7 +220,7 @@ def assert_same_state(expected: dict, actual: dict, path: str = "") -> None:
         where = f"{path}{key}"
         if isinstance(value, torch.Tensor):
             assert isinstance(actual[key], torch.Tensor) and value.shape == actual[key].shape, where
-            assert torch.allclose(value.float(), actual[key].float(), atol=1e-6), where
+            assert torch.allclose(value.float(), actual[key].float(), atol=1e-6, equal_nan=True), where
         elif isinstance(value, dict):
             assert isinstance(actual[key], dict), where
             assert_same_state(value, actual[key], where + ".")
@@ -249,7 +256,11 @@ def check_evaluates_through_the_trainer(model, datamodule, root) -> None:
     """Test and predict through Lightning's own evaluation loops (inference mode as the Trainer sets it)."""
     evaluation = EvaluationCallback(num_bootstrap=20)
     trainer = quiet_trainer(
-        max_epochs=1, limit_train_batches=1, limit_test_batches=2, callbacks=[evaluation], default_root_dir=root
+        max_epochs=schedule_epochs(model),
+        limit_train_batches=1,
+        limit_test_batches=2,
+        callbacks=[evaluation],
+        default_root_dir=root,
     )
     trainer.fit(model, datamodule=datamodule)
     trainer.test(model, datamodule=datamodule, verbose=False)

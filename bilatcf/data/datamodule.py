@@ -173,6 +173,19 @@ class PairDataset(Dataset):
         return sample
 
 
+class _EpochKeyed(Dataset):
+    """A list of ready samples indexed by :class:`EpochSampler`'s ``(epoch, index)`` keys."""
+
+    def __init__(self, samples: list[dict[str, Any]]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        return self.samples[key[1]]
+
+
 class EpochSampler(DistributedSampler):
     """A seeded shuffling sampler that yields ``(epoch, index)`` and shards itself across processes.
 
@@ -496,6 +509,7 @@ class UnilateralDataModule(_StagedDataModule):
         batch_size: images per batch (per process), at least 1.
         num_workers: DataLoader worker processes, 0 or more.
         seed: seed of the generator.
+        shuffle: shuffle training images (off: the same order on any number of processes, for DDP comparisons).
     """
 
     def __init__(
@@ -505,6 +519,7 @@ class UnilateralDataModule(_StagedDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         seed: int = 0,
+        shuffle: bool = True,
     ) -> None:
         from bilatcf.data.toy import PRESETS
 
@@ -581,11 +596,12 @@ class UnilateralDataModule(_StagedDataModule):
         )
 
     def _loader(self, split: str) -> DataLoader:
-        indices = self.splits[split]
+        dataset = _EpochKeyed([self._sample(i) for i in self.splits[split]])
+        shuffle = split == "train" and self.hparams.shuffle
         return DataLoader(
-            [self._sample(i) for i in indices],
+            dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=split == "train",
+            sampler=EpochSampler(dataset, shuffle, self.hparams.seed),  # the same order after a resume, under DDP
             num_workers=self.hparams.num_workers,
             collate_fn=BilateralBatch.collate,
         )

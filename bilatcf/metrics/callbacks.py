@@ -325,6 +325,9 @@ class EvaluationCallback(pl.Callback):
         if self.train_seconds is not None:
             record["train_seconds"] = self.train_seconds
             record["pairs_per_second"] = self._train_pairs * trainer.world_size / self.train_seconds
+        threshold = getattr(pl_module, "operating_threshold", None)
+        if threshold is not None:
+            record["operating_threshold"] = float(threshold) if math.isfinite(float(threshold)) else None
         record["expl_threshold_rule"] = threshold_rule(self.seg_threshold, absolute=True)
         record["seg_threshold_rule"] = threshold_rule(self.seg_threshold)
         record.update({f"test/{name}": value for name, value in results.items()})

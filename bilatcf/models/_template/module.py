@@ -72,8 +72,11 @@ class Template(BilateralModule):
         return BilateralOutput(**self.network(target, reference))
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        discriminator = set(self.network.discriminator.parameters())
-        generator_side = [p for p in self.parameters() if p not in discriminator]
+        discriminator = list(self.network.discriminator.parameters())
+        # A list, not a set: the parameter order must be the same in every instance, or a resumed optimizer's state
+        # would land on the wrong parameters.
+        skip = {id(p) for p in discriminator}
+        generator_side = [p for p in self.parameters() if id(p) not in skip]
         betas = (0.5, 0.999)
         return {
             "generator": torch.optim.Adam(generator_side, lr=self.hparams.lr, betas=betas),

@@ -1,6 +1,7 @@
 from torch import Tensor
 
 from bilatcf.models.classifier import FusionClassifier
+from bilatcf.models.outputs import BilateralOutput
 from bilatcf.models.vanilla.network import TargetOnly
 from bilatcf.registry import register_model
 
@@ -21,7 +22,7 @@ class Vanilla(FusionClassifier):
         reference: Tensor,
         target_other: Tensor | None = None,
         reference_other: Tensor | None = None,
-    ) -> dict[str, Tensor]:
+    ) -> BilateralOutput:
         features = self.backbone(target)
         logits, cam = self.head(self.fusion(features))
-        return {"logits": logits, "cam": cam, "target_features": features}
+        return BilateralOutput(logits=logits, cam=cam, target_features=features)
