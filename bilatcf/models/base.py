@@ -201,7 +201,9 @@ class BilateralModule(pl.LightningModule):
         return self.predict_step(batch, batch_idx)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lets `bilatcf test --ckpt_path P` find the model, and lets the CLI refuse a checkpoint of another model.
-        checkpoint["bilatcf_model"] = self.model_name
+        # The model's registry name and the data config: `bilatcf test --ckpt_path P` needs neither --model nor --data.
+        from bilatcf.checkpoints import add_run_metadata
+
+        add_run_metadata(self, checkpoint)
 
     _batch_size: int = 1
