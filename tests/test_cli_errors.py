@@ -205,3 +205,10 @@ def test_ddp_finds_unused_parameters_for_manual_optimization_however_the_strateg
 def test_ddp_keeps_the_given_setting_for_automatic_optimization(tmp_path):
     strategy = resolved_strategy(tmp_path, "sbf", "ddp_find_unused_parameters_false")
     assert strategy._ddp_kwargs["find_unused_parameters"] is False
+
+
+def test_a_file_system_error_elsewhere_is_one_line_too(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    err = error_of(capsys, ["data", "synth", "--out", str(blocker / "synth"), "--num_patients", "2"])
+    assert str(blocker) in err
