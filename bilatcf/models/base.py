@@ -383,8 +383,10 @@ class BilateralModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lets `bilatcf test --ckpt_path P` find the model, and lets the CLI refuse a checkpoint of another model.
-        checkpoint["bilatcf_model"] = self.model_name
+        # The model's registry name and the data config: `bilatcf test --ckpt_path P` needs neither --model nor --data.
+        from bilatcf.checkpoints import add_run_metadata
+
+        add_run_metadata(self, checkpoint)
         # Per-rank state (history pools): every rank's copy, since only rank 0 writes the file.
         states = {name: _to_cpu(module.get_extra_state()) for name, module in self._per_rank_modules()}
         if states and torch.distributed.is_available() and torch.distributed.is_initialized():
