@@ -101,7 +101,7 @@ class CheckpointInfo:
     def model_class_path(self) -> str:
         from bilatcf.registry import get_model_class, list_models
 
-        if self.model_name not in list_models():
+        if self.model_name not in list_models(include_hidden=True):
             raise ConfigError(
                 f"the checkpoint {self.path} was written by model '{self.model_name}', which this version of bilatcf "
                 f"does not have (models: {', '.join(list_models())}). Use the bilatcf version that wrote it."

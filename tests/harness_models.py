@@ -86,6 +86,7 @@ class LatentSearch(BilateralModule):
     """x ≈ G(z) for lesion-free images; at evaluation z is searched per image and the residual is the anomaly score."""
 
     description = "harness test: test-time optimisation"
+    hidden = True
     toy_preset = "vagan"
     score_kind = "anomaly"
     test_time_optimization = True
