@@ -1,4 +1,4 @@
-"""Why is the top-1 localization error what it is? Break it down for one checkpoint on the synthetic test split.
+"""Why is the top-1 localization error what it is? Break it down for one checkpoint on the test split of its data.
 
 Reports the fraction of test pairs classified correctly, the fraction whose CAM box (largest component above 20 % of the
 min–max normalised map, as in `TopOneLocError`) overlaps a GT box with IoU ≥ 0.1 whatever the class (with the map of the
@@ -17,7 +17,8 @@ import statistics
 import torch
 
 import bilatcf.models  # noqa: F401  (registers the models)
-from bilatcf.cli import checkpoint_model_name
+from bilatcf.checkpoints import read_checkpoint
+from bilatcf.cli_checks import import_class
 from bilatcf.data.datamodule import BilateralDataModule
 from bilatcf.metrics.localization import box_iou, heatmap_to_box
 from bilatcf.registry import get_model_class
@@ -36,11 +37,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     args = parser.parse_args()
-    name = checkpoint_model_name(args.checkpoint)
-    if name is None:
-        raise SystemExit(f"{args.checkpoint} is not a bilatcf checkpoint (no 'bilatcf_model' entry).")
+    info = read_checkpoint(args.checkpoint)  # a clear error for a file that is not a bilatcf checkpoint
+    name = info.model_name
     model = get_model_class(name).load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
-    datamodule = BilateralDataModule()  # the synthetic default the quality runs use
+    data = info.data  # the data the model was trained on (checkpoints from before it was recorded: the default)
+    datamodule = import_class(data["class_path"])(**data["init_args"]) if data else BilateralDataModule()
     datamodule.setup("test")
     correct, hit, hit_malignant, areas, ious, predicted, peak_outside = [], [], [], [], [], [], []
     for batch in datamodule.test_dataloader():

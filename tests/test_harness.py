@@ -177,15 +177,11 @@ def test_phases_run_in_order_with_their_parts_frozen(tiny_datamodule_factory, tm
     model = get_model_class("_phased")(backbone="test_resnet", gan_epochs=1)
     snapshots = _ParameterSnapshots()
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/auc", mode="max", filename="best-{epoch}")
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_epochs=3,
         limit_train_batches=2,
         limit_val_batches=1,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        enable_checkpointing=True,
         callbacks=[snapshots, checkpoint],
     )
     trainer.fit(model, datamodule=tiny_datamodule_factory())
