@@ -34,6 +34,29 @@ def test_vagan_n_critic_schedule():
     assert NCritic(n=5).critic_steps(0) == 5
 
 
+@pytest.mark.parametrize(
+    ("schedule", "batches", "generator_steps"),
+    [
+        (NCritic(n=1), 7, 7),
+        (NCritic(n=5), 10, 2),
+        (NCritic(n=5, warmup_n=100, warmup_generator_steps=25, warmup_every=100), 2500, 25),
+        (NCritic(n=5, warmup_n=100, warmup_generator_steps=25, warmup_every=100), 2500 + 75 * 5, 100),
+        (NCritic(n=5, warmup_n=100, warmup_generator_steps=25, warmup_every=100), 2500 + 75 * 5 + 100, 101),
+    ],
+)
+def test_generator_due_follows_the_n_critic_schedule(schedule, batches, generator_steps):
+    model = get_model_class("_template")(backbone="test_resnet")
+    for _ in range(batches):  # what a WGAN training step does with the counters
+        due = model.generator_due(schedule)
+        model.steps.increment("critic")
+        if due:
+            model.steps.increment("generator")
+    assert model.steps["generator"] == generator_steps
+    resumed = get_model_class("_template")(backbone="test_resnet")
+    resumed.load_state_dict(model.state_dict())
+    assert resumed.generator_due(schedule) == model.generator_due(schedule)  # the schedule survives a checkpoint
+
+
 def test_linear_decay_keeps_the_rate_then_reaches_zero():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = linear_decay(optimizer, epochs=4, decay_epochs=2)

@@ -9,7 +9,7 @@ import inspect
 import pytest
 import yaml
 
-from bilatcf.cli import main
+from bilatcf.cli import COMMANDS, main
 from bilatcf.registry import get_model_class, list_models
 from tests.conftest import REPO
 
@@ -56,3 +56,9 @@ def test_list_shows_the_listed_models_only(capsys):
     printed = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert printed == set(list_models())
     assert "_template" in list_models(include_hidden=True) and "_template" not in printed
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_listed_command_resolves(command, capsys):
+    assert main([command, "--help"]) == 0
+    assert "usage" in capsys.readouterr().out.lower()

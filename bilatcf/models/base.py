@@ -36,7 +36,7 @@ from torchmetrics.classification import BinaryAUROC
 
 from bilatcf.data.types import BilateralBatch
 from bilatcf.errors import ConfigError, TrainingDivergedError
-from bilatcf.models.kit import OptimizerSpec, Phase, SampleRandom, StepCounters
+from bilatcf.models.kit import NCritic, OptimizerSpec, Phase, SampleRandom, StepCounters
 from bilatcf.models.outputs import BilateralOutput, ScoreKind
 from bilatcf.nn.cam import normalize_map
 
@@ -242,6 +242,23 @@ class BilateralModule(pl.LightningModule):
             f"train/{name}", value.detach(), on_step=True, on_epoch=False, sync_dist=True, batch_size=self._batch_size
         )
         return value.detach()
+
+    def generator_due(self, schedule: NCritic, critic: str = "critic", generator: str = "generator") -> bool:
+        """Call once per batch, before its critic step: whether the generator steps on this batch too.
+
+        True when this batch's critic step completes the ``schedule.critic_steps(...)`` critic steps due before the
+        next generator step; the count lives in ``self.steps``, so it survives a resume. The usual batch::
+
+            due = self.generator_due(self.n_critic)
+            self.step("critic", critic_loss, last=not due)
+            if due:
+                self.step("generator", generator_loss)
+        """
+        mark = f"{critic}@{generator}"  # critic steps taken when the generator last stepped
+        due = self.steps[critic] + 1 - self.steps[mark] >= schedule.critic_steps(self.steps[generator])
+        if due:
+            self.steps.counts[mark] = self.steps[critic] + 1
+        return due
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this after unscaling AMP gradients, for automatic and manual optimisation alike.
