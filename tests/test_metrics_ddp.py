@@ -11,12 +11,13 @@ from tests.test_callbacks import FakeModel, _sample
 
 
 def _outputs(indices):
-    outputs = FakeModel().predict_step(BilateralBatch.collate([_sample(i) for i in indices]))
+    output = FakeModel().predict_step(BilateralBatch.collate([_sample(i) for i in indices]))
     # Break ties and the perfect counterfactual so that every metric has a non-trivial value.
-    outputs["prob"] = outputs["prob"] + 0.01 * torch.tensor(indices, dtype=torch.float32)
-    outputs["counterfactual"] = (outputs["counterfactual"] + 0.05 * outputs["target_mask"]).clamp(0, 1)
-    outputs["cf_features"] = outputs["cf_features"] + 0.1 * outputs["target_features"]
-    return outputs
+    return output.replace(
+        score=output.score + 0.01 * torch.tensor(indices, dtype=torch.float32),
+        counterfactual=(output.counterfactual + 0.05 * output.batch.target_mask).clamp(0, 1),
+        cf_features=output.cf_features + 0.1 * output.target_features,
+    )
 
 
 def _suite_results(batches):
