@@ -388,6 +388,25 @@ def main(args: list[str] | None = None) -> int:
             return 2
         except SystemExit as exc:  # --help, --print_config, and the argparse parsers of `list` and `data`
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        except Exception as exc:
+            # jsonargparse wraps what a model's or DataModule's __init__ raises (e.g. a ConfigError naming the
+            # option) in its own ValueError; the user's error is the wrapped one.
+            cause = _wrapped_user_error(exc)
+            if cause is None:
+                raise
+            print(f"bilatcf: error: {cause}", file=sys.stderr)
+            return 2
+
+
+def _wrapped_user_error(exc: BaseException) -> BilatcfError | None:
+    """The first :class:`BilatcfError` in ``exc``'s chain of causes, if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, BilatcfError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _run(args: list[str]) -> int:

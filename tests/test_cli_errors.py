@@ -212,3 +212,17 @@ def test_a_file_system_error_elsewhere_is_one_line_too(tmp_path, capsys):
     blocker.write_text("a file, not a folder")
     err = error_of(capsys, ["data", "synth", "--out", str(blocker / "synth"), "--num_patients", "2"])
     assert str(blocker) in err
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--model", "sbf", "--data.batch_size", "0"], "--data.batch_size = 0 is out of range"),
+        (["--model", "cgn", "--model.alpha", "2"], "model.alpha=2.0 must lie in [0, 1]"),
+    ],
+)
+def test_an_error_raised_while_building_model_or_data_is_one_paragraph(tmp_path, capsys, options, expected):
+    # jsonargparse wraps these in its own ValueError; the user sees bilatcf's message alone.
+    assert main(["fit", *options, "--trainer.default_root_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and "Union subtypes" not in err
