@@ -227,7 +227,7 @@ def union_errors(message: str) -> str:
     text = re.sub(r"Expected a typing\.Literal\[(.*?)\]", r"expected one of \1", text).replace(":;", ":")
     text = re.sub(r"Expected a (\w+)", lambda m: f"expected {'an' if m[1][0] in 'aeiou' else 'a'} {m[1]}", text)
     text = re.sub(r"Given value: (.*)$|Got value: (.*)$", lambda m: f"got {m[1] or m[2]}", text)
-    if "Expected a tuple" in text or "Expected a list" in text:
+    if re.search(r"Expected a (?:<class ')?(?:tuple|list)\b", message):
         text += " (lists are written [a,b] on the command line, e.g. --data.image_size [128,64])"
     return text + "."
 
