@@ -1,0 +1,233 @@
+"""CycleGAN's training as a bilateral baseline: a discriminator step, a generator step, then a classifier step.
+
+Domains come from each batch: A (abnormal) = targets with a lesion (``target_abnormal == 1``); N (normal) = truly
+lesion-free images, i.e. references with ``ref_abnormal == 0`` and targets with ``target_abnormal == 0`` (a benign
+lesion is not normal; ``-1``, unknown, is in neither domain). Targets and references are stacked into one batch of 2B
+images and every loss is a per-sample loss times a 0/1 domain mask, averaged over those 2B images
+(:func:`~bilatcf.models.cyclegan.network.masked_mean`). ``docs/models/cyclegan.md`` maps each loss to its function.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bilatcf.data.types import BilateralBatch
+from bilatcf.errors import ConfigError
+from bilatcf.models.base import BilateralModule
+from bilatcf.models.cyclegan.network import CycleGANNetwork, masked_mean, per_sample_l1, to_tanh_range
+from bilatcf.models.kit import OptimizerSpec, linear_decay
+from bilatcf.models.outputs import BilateralOutput
+from bilatcf.nn.backbones import create_backbone
+from bilatcf.nn.losses import gan_loss
+from bilatcf.nn.pool import HistoryPool
+from bilatcf.registry import register_model
+
+#: Streams of :meth:`sample_random`: the pool of D_N (fakes of the target half), and the pool of D_A (two streams,
+#: one per half of the stacked [targets; references] batch).
+POOL_N_STREAM = 0
+POOL_A_TARGET_STREAM = 1
+POOL_A_REFERENCE_STREAM = 2
+BETAS = (0.5, 0.999)
+
+
+def domain_masks(batch: BilateralBatch) -> tuple[Tensor, Tensor]:
+    """(abnormal, normal) 0/1 masks [2B] over the stacked images [targets; references].
+
+    Abnormal: targets with ``target_abnormal == 1`` (references are never in A: a benign reference is abnormal but is
+    not the method's source domain). Normal: targets with ``target_abnormal == 0`` and references with
+    ``ref_abnormal == 0``.
+    """
+    if batch.target_abnormal is None or batch.ref_abnormal is None:
+        raise ConfigError("cyclegan needs batch.target_abnormal and batch.ref_abnormal (bilatcf's collate fills them).")
+    target_abnormal, ref_abnormal = batch.target_abnormal, batch.ref_abnormal
+    abnormal = torch.cat([target_abnormal == 1, torch.zeros_like(ref_abnormal, dtype=torch.bool)]).float()
+    normal = torch.cat([target_abnormal == 0, ref_abnormal == 0]).float()
+    return abnormal, normal
+
+
+def decay_schedule(epochs: int, decay_epochs: int | None) -> tuple[int, int]:
+    """(epochs, decay_epochs) of the linear LR decay; ``decay_epochs=None`` is the second half, ``epochs // 2``."""
+    if epochs < 1:
+        raise ConfigError(f"cyclegan: epochs={epochs} must be ≥ 1 (set model.epochs or trainer.max_epochs).")
+    decay = epochs // 2 if decay_epochs is None else decay_epochs
+    if not 0 <= decay <= epochs:
+        raise ConfigError(f"cyclegan: decay_epochs={decay} must lie in [0, epochs={epochs}].")
+    return epochs, decay
+
+
+@register_model("cyclegan")
+class CycleGAN(BilateralModule):
+    """CycleGAN abnormal → normal translation; the classifier reads the target and its translation's residual.
+
+    Args:
+        backbone: classifier backbone (any timm name or ``tv_alexnet``).
+        weights: local weights file for the backbone (no downloads); None trains from scratch.
+        output_stride: backbone output stride.
+        generator_channels: base width of both ResNet generators (CycleGAN: 64).
+        generator_blocks: residual blocks per generator (CycleGAN: 9 at 256 px; use 6 for images ≤ 128 px).
+        discriminator_channels: base width of both 70×70 PatchGANs (CycleGAN: 64).
+        pool_size: history pool of translated images per discriminator (0: off).
+        cycle_weight: λ of the two L1 cycle losses.
+        identity_weight: identity loss weight as a fraction of λ (CycleGAN: 0.5, i.e. 0.5·λ).
+        lr: Adam learning rate of generators and discriminators.
+        epochs: epochs of the LR schedule (None: the trainer's ``max_epochs``).
+        decay_epochs: final epochs over which the GAN learning rates decay linearly to 0 (None: ``epochs // 2``).
+        classifier_lr: AdamW learning rate of backbone and head.
+        weight_decay: AdamW weight decay of backbone and head.
+        grad_clip: gradient-norm clipping per optimizer (None: off).
+    """
+
+    description = "CycleGAN baseline: abnormal→normal image translation, classifier on residual + target features"
+    paper = "Zhu et al., ICCV 2017"
+    #: Tiny networks for the test battery.
+    test_config = {"generator_channels": 4, "generator_blocks": 1, "discriminator_channels": 4}
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        weights: str | None = None,
+        output_stride: int | None = 16,
+        generator_channels: int = 64,
+        generator_blocks: int = 9,
+        discriminator_channels: int = 64,
+        pool_size: int = 50,
+        cycle_weight: float = 10.0,
+        identity_weight: float = 0.5,
+        lr: float = 2e-4,
+        epochs: int | None = None,
+        decay_epochs: int | None = None,
+        classifier_lr: float = 3e-4,
+        weight_decay: float = 1e-4,
+        grad_clip: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for flag, value in (
+            ("generator_channels", generator_channels),
+            ("generator_blocks", generator_blocks),
+            ("discriminator_channels", discriminator_channels),
+        ):
+            if value < 1:
+                raise ConfigError(f"cyclegan: {flag}={value} must be ≥ 1.")
+        for flag, value in (("cycle_weight", cycle_weight), ("identity_weight", identity_weight)):
+            if value < 0:
+                raise ConfigError(f"cyclegan: {flag}={value} must be ≥ 0.")
+        if epochs is not None:
+            decay_schedule(epochs, decay_epochs)
+        elif decay_epochs is not None and decay_epochs < 0:
+            raise ConfigError(f"cyclegan: decay_epochs={decay_epochs} must be ≥ 0.")
+        self.grad_clip = grad_clip
+        self.automatic_optimization = False
+        self.network = CycleGANNetwork(
+            create_backbone(backbone, in_chans=1, weights=weights, output_stride=output_stride),
+            generator_channels,
+            generator_blocks,
+            discriminator_channels,
+        )
+        self.pool_n = HistoryPool(pool_size)
+        self.pool_a = HistoryPool(pool_size)
+
+    def forward(self, target: Tensor, reference: Tensor) -> BilateralOutput:
+        return BilateralOutput(**self.network(target, reference))
+
+    def extract_features(self, images: Tensor) -> Tensor:
+        return self.network.backbone(images)
+
+    # ------------------------------------------------------------------ optimizers
+    def build_optimizers(self) -> dict[str, OptimizerSpec | torch.optim.Optimizer]:
+        """``generator`` (both G) and ``discriminator`` (both D): Adam with the linear decay; ``classifier``: AdamW."""
+        net = self.network
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        epochs = self.hparams.epochs if self.hparams.epochs is not None else max_epochs
+        if epochs is None or epochs < 1:
+            raise ConfigError(
+                "cyclegan: the LR schedule needs a number of epochs; set model.epochs or trainer.max_epochs."
+            )
+        epochs, decay = decay_schedule(epochs, self.hparams.decay_epochs)
+
+        def gan(parameters: list) -> OptimizerSpec:
+            optimizer = torch.optim.Adam(parameters, lr=self.hparams.lr, betas=BETAS)
+            return OptimizerSpec(optimizer, linear_decay(optimizer, epochs, decay), "epoch")
+
+        classifier = [*net.backbone.parameters(), *net.head.parameters()]
+        return {
+            "generator": gan([*net.g_a2n.parameters(), *net.g_n2a.parameters()]),
+            "discriminator": gan([*net.d_n.parameters(), *net.d_a.parameters()]),
+            "classifier": torch.optim.AdamW(
+                classifier, lr=self.hparams.classifier_lr, weight_decay=self.hparams.weight_decay
+            ),
+        }
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: BilateralBatch, batch_idx: int) -> None:
+        net = self.network
+        abnormal, normal = domain_masks(batch)
+        real = to_tanh_range(torch.cat([batch.target, batch.reference]))  # [2B, 1, H, W] in [−1, 1]
+        fake_n, fake_a = net.g_a2n(real), net.g_n2a(real)
+        size = len(batch)
+        pooled_n = self.pool_n.query(
+            fake_n[abnormal.bool()], _select(self.sample_random(batch, POOL_N_STREAM).generators, abnormal)
+        )
+        pool_a_generators = (
+            self.sample_random(batch, POOL_A_TARGET_STREAM).generators
+            + self.sample_random(batch, POOL_A_REFERENCE_STREAM).generators
+        )
+        pooled_a = self.pool_a.query(fake_a[normal.bool()], _select(pool_a_generators, normal))
+        self.step(
+            "discriminator",
+            lambda: self.discriminator_loss(real, pooled_n, pooled_a, abnormal, normal),
+            last=False,
+        )
+        self.step(
+            "generator",
+            lambda: self.log_losses(self.generator_losses(real, fake_n, fake_a, abnormal, normal)),
+            last=False,
+        )
+        counterfactual = (fake_n[:size].detach() + 1) / 2
+        self.step("classifier", lambda: self.classifier_loss(batch, counterfactual))
+
+    def discriminator_loss(
+        self, real: Tensor, pooled_n: Tensor, pooled_a: Tensor, abnormal: Tensor, normal: Tensor
+    ) -> Tensor:
+        """½ (LSGAN real + fake) per discriminator. D_N: real N images vs pooled G_A2N(A); D_A: real A images vs
+        pooled G_N2A(N). The pooled fakes are summed and divided by the 2B stacked images, like the masked reals."""
+        net, count = self.network, real.shape[0]
+
+        def fake_term(discriminator: torch.nn.Module, pooled: Tensor) -> Tensor:
+            if len(pooled) == 0:
+                return real.new_zeros(())
+            return gan_loss(discriminator(pooled), False, "lsgan", per_sample=True).sum() / count
+
+        d_n = masked_mean(gan_loss(net.d_n(real), True, "lsgan", per_sample=True), normal) + fake_term(
+            net.d_n, pooled_n
+        )
+        d_a = masked_mean(gan_loss(net.d_a(real), True, "lsgan", per_sample=True), abnormal) + fake_term(
+            net.d_a, pooled_a
+        )
+        return 0.5 * (d_n + d_a)
+
+    def generator_losses(
+        self, real: Tensor, fake_n: Tensor, fake_a: Tensor, abnormal: Tensor, normal: Tensor
+    ) -> dict[str, Tensor]:
+        """LSGAN for both generators, L1 cycles A→N→A and N→A→N (λ), identities G_A2N(N) ≈ N and G_N2A(A) ≈ A
+        (identity_weight·λ), each masked to the domain it applies to."""
+        net, cycle = self.network, self.hparams.cycle_weight
+        identity = self.hparams.identity_weight * cycle
+        return {
+            "adv_a2n": masked_mean(gan_loss(net.d_n(fake_n), True, "lsgan", per_sample=True), abnormal),
+            "adv_n2a": masked_mean(gan_loss(net.d_a(fake_a), True, "lsgan", per_sample=True), normal),
+            "cycle_a": cycle * masked_mean(per_sample_l1(net.g_n2a(fake_n), real), abnormal),
+            "cycle_n": cycle * masked_mean(per_sample_l1(net.g_a2n(fake_a), real), normal),
+            "identity_n": identity * masked_mean(per_sample_l1(fake_n, real), normal),
+            "identity_a": identity * masked_mean(per_sample_l1(fake_a, real), abnormal),
+        }
+
+    def classifier_loss(self, batch: BilateralBatch, counterfactual: Tensor) -> Tensor:
+        """BCE of the task label on concat[backbone(X_T) − backbone(X_C), backbone(X_T)], X_C detached."""
+        logits = self.network.classify(batch.target, counterfactual)["logits"]
+        return self.log_losses({"cls": self.classification_loss(logits, getattr(batch, self.label_field))})
+
+
+def _select(generators: list[torch.Generator], mask: Tensor) -> list[torch.Generator]:
+    return [g for g, keep in zip(generators, mask.tolist()) if keep]
