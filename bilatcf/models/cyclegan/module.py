@@ -166,14 +166,14 @@ class CycleGAN(BilateralModule):
         real = to_tanh_range(torch.cat([batch.target, batch.reference]))  # [2B, 1, H, W] in [−1, 1]
         fake_n, fake_a = net.g_a2n(real), net.g_n2a(real)
         size = len(batch)
-        pooled_n = self.pool_n.query(
-            fake_n[abnormal.bool()], _select(self.sample_random(batch, POOL_N_STREAM).generators, abnormal)
+        pooled_n = _query(
+            self.pool_n, fake_n[abnormal.bool()], _select(self.sample_random(batch, POOL_N_STREAM).generators, abnormal)
         )
         pool_a_generators = (
             self.sample_random(batch, POOL_A_TARGET_STREAM).generators
             + self.sample_random(batch, POOL_A_REFERENCE_STREAM).generators
         )
-        pooled_a = self.pool_a.query(fake_a[normal.bool()], _select(pool_a_generators, normal))
+        pooled_a = _query(self.pool_a, fake_a[normal.bool()], _select(pool_a_generators, normal))
         self.step(
             "discriminator",
             lambda: self.discriminator_loss(real, pooled_n, pooled_a, abnormal, normal),
@@ -227,6 +227,11 @@ class CycleGAN(BilateralModule):
         """BCE of the task label on concat[backbone(X_T) − backbone(X_C), backbone(X_T)], X_C detached."""
         logits = self.network.classify(batch.target, counterfactual)["logits"]
         return self.log_losses({"cls": self.classification_loss(logits, getattr(batch, self.label_field))})
+
+
+def _query(pool: HistoryPool, fakes: Tensor, generators: list[torch.Generator]) -> Tensor:
+    """The pool's answer for the domain's fakes; a batch without any sample of the domain queries nothing."""
+    return fakes.detach() if len(fakes) == 0 else pool.query(fakes, generators)
 
 
 def _select(generators: list[torch.Generator], mask: Tensor) -> list[torch.Generator]:
