@@ -163,9 +163,13 @@ class CycleGAN(BilateralModule):
     def training_step(self, batch: BilateralBatch, batch_idx: int) -> None:
         net = self.network
         abnormal, normal = domain_masks(batch)
+        # forward gives X_C = G_A2N(X_T) and the classifier's logits (on X_C detached); G_A2N of the references
+        # joins it, so each generator runs once on the 2B stacked images (instance norm is per sample: the split
+        # changes nothing).
+        out = self.forward_batch(batch)
         real = to_tanh_range(torch.cat([batch.target, batch.reference]))  # [2B, 1, H, W] in [−1, 1]
-        fake_n, fake_a = net.g_a2n(real), net.g_n2a(real)
-        size = len(batch)
+        fake_n = torch.cat([to_tanh_range(out.counterfactual), net.g_a2n(real[len(batch) :])])
+        fake_a = net.g_n2a(real)
         pooled_n = _query(
             self.pool_n, fake_n[abnormal.bool()], _select(self.sample_random(batch, POOL_N_STREAM).generators, abnormal)
         )
@@ -184,8 +188,7 @@ class CycleGAN(BilateralModule):
             lambda: self.log_losses(self.generator_losses(real, fake_n, fake_a, abnormal, normal)),
             last=False,
         )
-        counterfactual = (fake_n[:size].detach() + 1) / 2
-        self.step("classifier", lambda: self.classifier_loss(batch, counterfactual))
+        self.step("classifier", self.log_losses({"cls": self.classification_loss(out.logits, self.labels(batch))}))
 
     def discriminator_loss(
         self, real: Tensor, pooled_n: Tensor, pooled_a: Tensor, abnormal: Tensor, normal: Tensor
@@ -223,10 +226,9 @@ class CycleGAN(BilateralModule):
             "identity_a": identity * masked_mean(per_sample_l1(fake_a, real), abnormal),
         }
 
-    def classifier_loss(self, batch: BilateralBatch, counterfactual: Tensor) -> Tensor:
-        """BCE of the task label on concat[backbone(X_T) − backbone(X_C), backbone(X_T)], X_C detached."""
-        logits = self.network.classify(batch.target, counterfactual)["logits"]
-        return self.log_losses({"cls": self.classification_loss(logits, getattr(batch, self.label_field))})
+    def labels(self, batch: BilateralBatch) -> Tensor:
+        """The task labels the classifier's BCE reads."""
+        return getattr(batch, self.label_field)
 
 
 def _query(pool: HistoryPool, fakes: Tensor, generators: list[torch.Generator]) -> Tensor:
