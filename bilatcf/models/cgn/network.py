@@ -72,11 +72,15 @@ class FeatureGenerator(nn.Module):
     make G start as the identity: H_C starts as the generator input and the losses move it from there. (With the usual
     N(0, 0.02) init everywhere, nine instance-normalised blocks put H_C further from H_T than H_R is, so the triplet
     loss would first have to undo the initialisation.)
+
+    ``in_channels`` (default ``channels``) lets the input carry extra channels after the first ``channels`` ones
+    (BR-GAN's G_C2T reads concat[f_H, f_P]): the skip then adds the first ``channels`` input channels.
     """
 
-    def __init__(self, channels: int, width: int, num_blocks: int = 9) -> None:
+    def __init__(self, channels: int, width: int, num_blocks: int = 9, in_channels: int | None = None) -> None:
         super().__init__()
-        self.project_in = nn.Conv2d(channels, width, 1)
+        self.channels = channels
+        self.project_in = nn.Conv2d(in_channels or channels, width, 1)
         self.blocks = nn.Sequential(*[ResBlock(width, norm="instance", padding="zeros") for _ in range(num_blocks)])
         self.project_out = nn.Conv2d(width, channels, 1)
         init_weights(self, "normal", GAN_INIT_GAIN)
@@ -85,11 +89,11 @@ class FeatureGenerator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-2] * x.shape[-1] < 2:
             raise ConfigError(
-                f"CGN's generator needs a feature map of at least 2 positions; the backbone gave "
+                f"The feature generator needs a feature map of at least 2 positions; the backbone gave "
                 f"{tuple(x.shape[-2:])}. Use larger images (data.image_size) or a smaller "
                 "backbone stride (model.output_stride: 16 or 8)."
             )
-        return x + self.project_out(self.blocks(self.project_in(x)))
+        return x[:, : self.channels] + self.project_out(self.blocks(self.project_in(x)))
 
 
 class ImageGenerator(nn.Module):
