@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 # Caches (synthetic datasets, preprocessed images) go to a private folder, never to the user's ~/.cache.
@@ -57,6 +58,11 @@ def tiny_cli_overrides(cls: type, init_args: dict) -> list[str]:
         text = str(value).lower() if isinstance(value, bool) else ("null" if value is None else str(value))
         args += [f"--model.{key}", text]
     return args
+
+
+def random_images(seed: int, size: int = 2) -> torch.Tensor:
+    """``size`` seeded U(0, 1) images of 64×32 (tiny model inputs for unit tests)."""
+    return torch.rand(size, 1, 64, 32, generator=torch.Generator().manual_seed(seed))
 
 
 def schedule_epochs(cls: type, init_args: dict) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 import math
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -17,9 +16,9 @@ import yaml
 from bilatcf.errors import ConfigError
 from bilatcf.models.brgan import BRGAN
 from bilatcf.models.brgan.network import preserved_features, residual_embedding_loss
+from tests.conftest import REPO, random_images
 
 TINY = {"backbone": "test_resnet", "output_stride": 16}
-REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(**flags) -> BRGAN:
@@ -27,8 +26,7 @@ def tiny(**flags) -> BRGAN:
     return BRGAN(**TINY, **flags)
 
 
-def images(seed: int, size: int = 2) -> torch.Tensor:
-    return torch.rand(size, 1, 64, 32, generator=torch.Generator().manual_seed(seed))
+images = random_images
 
 
 # ---------------------------------------------------------------------------------------------------- Eq. 2

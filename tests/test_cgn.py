@@ -6,7 +6,6 @@ Tiny everything: test_resnet at output stride 16 on 64×32 images (4×2 feature 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -18,9 +17,9 @@ from bilatcf.models.cgn import CGN
 from bilatcf.models.cgn.network import ADAIN_EPS, generator_input, lesion_estimate
 from bilatcf.models.outputs import BilateralOutput
 from bilatcf.nn.losses import gan_loss
+from tests.conftest import REPO, random_images
 
 TINY = {"backbone": "test_resnet", "output_stride": 16}
-REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(**flags) -> CGN:
@@ -28,8 +27,7 @@ def tiny(**flags) -> CGN:
     return CGN(**TINY, **flags)
 
 
-def images(seed: int, size: int = 2) -> torch.Tensor:
-    return torch.rand(size, 1, 64, 32, generator=torch.Generator().manual_seed(seed))
+images = random_images
 
 
 def column(values: list[float]) -> torch.Tensor:
