@@ -377,9 +377,6 @@ def main(args: list[str] | None = None) -> int:
     with _quiet_third_party():
         try:
             return _run(args)
-        except BilatcfError as exc:
-            print(f"bilatcf: error: {exc}", file=sys.stderr)
-            return 2
         except OSError as exc:
             message = _environment_error(exc)
             if message is None:
@@ -389,8 +386,8 @@ def main(args: list[str] | None = None) -> int:
         except SystemExit as exc:  # --help, --print_config, and the argparse parsers of `list` and `data`
             return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         except Exception as exc:
-            # jsonargparse wraps what a model's or DataModule's __init__ raises (e.g. a ConfigError naming the
-            # option) in its own ValueError; the user's error is the wrapped one.
+            # A BilatcfError, raised directly or wrapped by jsonargparse in its own ValueError (what a model's or
+            # DataModule's __init__ raises while the CLI builds it).
             cause = _wrapped_user_error(exc)
             if cause is None:
                 raise
