@@ -65,7 +65,8 @@ class CycleGAN(BilateralModule):
         weights: local weights file for the backbone (no downloads); None trains from scratch.
         output_stride: backbone output stride.
         generator_channels: base width of both ResNet generators (CycleGAN: 64).
-        generator_blocks: residual blocks per generator (CycleGAN: 9 at 256 px; use 6 for images ≤ 128 px).
+        generator_blocks: residual blocks per generator (CycleGAN: 6 at ≤ 128 px, bilatcf's default 128×64 images;
+            9 at 256 px: set 9 for larger images).
         discriminator_channels: base width of both 70×70 PatchGANs (CycleGAN: 64).
         pool_size: history pool of translated images per discriminator (0: off).
         cycle_weight: λ of the two L1 cycle losses.
@@ -89,7 +90,7 @@ class CycleGAN(BilateralModule):
         weights: str | None = None,
         output_stride: int | None = 16,
         generator_channels: int = 64,
-        generator_blocks: int = 9,
+        generator_blocks: int = 6,
         discriminator_channels: int = 64,
         pool_size: int = 50,
         cycle_weight: float = 10.0,
