@@ -42,6 +42,14 @@ COLUMNS = (
     "test/cf_fid_target_reference",
     "test/cf_fid_cf_reference",
     "test/cf_fid_target_cf",
+    "test/expl_iou",
+    "test/expl_dice",
+    "test/expl_ncc",
+    "test/expl_loc_error",
+    "test/cf_fidelity_input_mae_in",
+    "test/cf_fidelity_mae_in",
+    "test/cf_fidelity_mae_out",
+    "test/cf_fidelity_ssim_out",
     "train_seconds",
 )
 
@@ -86,12 +94,13 @@ def summarise(rows: list[dict]) -> list[dict]:
     return summary
 
 
-def render(summary: list[dict], command: str, sha: str | None = None) -> str:
-    """The markdown table; ``command`` with ``sha``: one invocation, without: a ready-made provenance sentence."""
+def render(summary: list[dict], command: str, sha: str | None = None, note: str = "") -> str:
+    """The markdown table; ``command`` with ``sha``: one invocation, without: a ready-made provenance sentence;
+    ``note`` follows the provenance (e.g. that the set is still partial)."""
     columns = [c for c in COLUMNS if any(c in s for s in summary)]
     source = f"Command: `{command}` (git {sha}, {datetime.date.today().isoformat()})" if sha else command
     lines = [
-        f"{source}; mean ± sd over seeds.",
+        f"{source}{note}; mean ± sd over seeds.",
         "",
         "| config | runs | " + " | ".join(c.removeprefix("test/") for c in columns) + " |",
         "|---|---:|" + "---:|" * len(columns),
@@ -173,10 +182,14 @@ def main() -> None:
         )
         return {"config": Path(config).stem, "seed": seed, **{c: metrics.get(c, "") for c in COLUMNS}}
 
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        rows = list(pool.map(run, runs))
     command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
-    write_results(args.name, [{**row, "git": sha} for row in rows], render(summarise(rows), command, sha))
+    rows: list[dict] = []
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        # Results are written after every finished run (in submission order), so an interrupted set keeps its runs.
+        for row in pool.map(run, runs):
+            rows.append({**row, "git": sha})
+            partial = "" if len(rows) == len(runs) else f" (partial: {len(rows)} of {len(runs)} runs so far)"
+            write_results(args.name, rows, render(summarise(rows), command, sha, partial))
 
 
 if __name__ == "__main__":

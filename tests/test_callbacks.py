@@ -168,10 +168,12 @@ def test_metrics_json_values(fitted):
         "test/expl_dice": 1.0,
         "test/expl_ncc": 1.0,
         "test/expl_ncc_std": 0.0,
+        "test/expl_loc_error": 1 / 4,  # the explanation is the lesion itself: only pair 2's wrong class fails
         "test/nonres_dissimilarity_in": 0.6,  # the lesion (0.9 on 0.3) is removed: |y − x| = 0.6 inside
         "test/nonres_dissimilarity_out": 0.0,  # and nothing changes outside
         "test/masked_ssim": 1.0,
         "test/cf_fidelity_mae_in": 0.0,
+        "test/cf_fidelity_input_mae_in": 0.6,  # the input itself is 0.6 from the truth inside the lesion
         "test/cf_fidelity_mae_out": 0.0,
         "test/cf_fidelity_ssim_out": 1.0,
         "test/cf_fidelity_ratio_in": 0.0,

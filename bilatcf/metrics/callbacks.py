@@ -75,9 +75,11 @@ class EvaluationSuite(torch.nn.Module):
         self.seg = SegmentationScores(threshold=seg_threshold)
         self.tloc = ThresholdAccuracy(threshold=seg_threshold)
         self.expl = SegmentationScores(threshold=seg_threshold)
+        self.expl_loc = TopOneLocError(iou_threshold=loc_iou, cam_threshold=cam_threshold)
         self.ncc = ExplanationNCC()
         self.nonres = MaskedImageComparison()
         self.fidelity = MaskedImageComparison()
+        self.input_fidelity = MaskedImageComparison()
         self.fid = torch.nn.ModuleDict({name: FeatureFrechetDistance() for name in FID_PAIRS})
         self.feature_fidelity = FeatureFidelityRatio()
         self.configure("label", {})
@@ -111,11 +113,15 @@ class EvaluationSuite(torch.nn.Module):
             self.head_auc[name].update(output.head_scores[name], getattr(batch, field))
         if output.explanation is not None:
             self.expl.update(output.explanation.abs(), mask, has_mask)
+            self.expl_loc.update(output.explanation.abs(), output.pred, label, boxes)
             self.ncc.update(output.explanation, mask, has_mask)
         if output.counterfactual is not None:
             # Non-resemblance and masked SSIM are defined on images with a lesion (CX-GAN §4.3–4.4).
             self.nonres.update(batch.target, output.counterfactual, mask, annotated(mask, has_mask))
-            self.fidelity.update(output.counterfactual, batch.healthy, mask, has_mask & batch.has_healthy.bool())
+            with_healthy = has_mask & batch.has_healthy.bool()
+            self.fidelity.update(output.counterfactual, batch.healthy, mask, with_healthy)
+            # The same comparison for the input itself: the error of a counterfactual that changes nothing.
+            self.input_fidelity.update(batch.target, batch.healthy, mask, with_healthy)
         if output.target_features is not None:
             self._update_features(output, mask, has_mask)
 
@@ -145,7 +151,7 @@ class EvaluationSuite(torch.nn.Module):
             values.update(_prefixed("seg_", self.seg.compute()))
             values.update(self.tloc.compute())
             expl = self.expl.compute()
-            values.update(expl_iou=expl["iou"], expl_dice=expl["dice"])
+            values.update(expl_iou=expl["iou"], expl_dice=expl["dice"], expl_loc_error=self.expl_loc.compute())
             values.update(_prefixed("expl_", self.ncc.compute()))
             nonres = self.nonres.compute()
             values.update(
@@ -157,6 +163,7 @@ class EvaluationSuite(torch.nn.Module):
                 values.update(_prefixed(f"{name}_", metric.compute()))
             values.update({f"cf_fid_{name}": metric.compute() for name, metric in self.fid.items()})
             values.update(_prefixed("cf_fidelity_", self.fidelity.compute()))
+            values["cf_fidelity_input_mae_in"] = self.input_fidelity.compute()["mae_in"]
             values.update(_prefixed("cf_fidelity_", self.feature_fidelity.compute()))
         results = {name: float(value) for name, value in values.items()}
         return {name: value for name, value in results.items() if math.isfinite(value)}
