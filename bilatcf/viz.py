@@ -31,6 +31,8 @@ def _columns(sample: dict[str, Any]) -> list[str]:
     columns = ["target", "reference"]
     if "counterfactual" in sample:
         columns.append("counterfactual")
+        if "healthy" in sample:
+            columns.append("healthy")
     if "explanation" in sample or "counterfactual" in sample:
         columns.append("residual")
     if "cam" in sample:
@@ -83,6 +85,10 @@ def _draw_cell(ax: Any, column: str, sample: dict[str, Any], row: int, residual_
     elif column == "counterfactual":
         ax.imshow(_image(sample["counterfactual"], row), cmap="gray", vmin=0, vmax=1)
         ax.set_title("counterfactual", fontsize=8)
+    elif column == "healthy":
+        ax.imshow(_image(sample["healthy"], row), cmap="gray", vmin=0, vmax=1)
+        _draw_lesions(ax, sample, row)
+        ax.set_title("true healthy", fontsize=8)
     elif column == "residual":
         title = "|explanation|" if "explanation" in sample else "|target - counterfactual|"
         ax.imshow(_residual(sample, row), cmap="magma", vmin=0, vmax=residual_max)
@@ -96,11 +102,13 @@ def _draw_cell(ax: Any, column: str, sample: dict[str, Any], row: int, residual_
 
 
 def pair_panel(sample: dict[str, Any], path: str | Path) -> Path:
-    """Write a PNG with one row per pair: target (GT outline), reference, counterfactual, residual, CAM overlay.
+    """Write a PNG with one row per pair: target (GT outline), reference, counterfactual, true healthy image, residual,
+    CAM overlay.
 
     Args:
         sample: the model's output dict (or a slice of it) with a leading pair dimension N: ``target`` and
-            ``reference`` [N, 1, H, W] are required; ``counterfactual``, ``explanation``, ``cam`` add columns;
+            ``reference`` [N, 1, H, W] are required; ``counterfactual``, ``explanation``, ``cam`` add columns, and
+            ``healthy`` (the true counterfactual of synthetic data) a column next to the counterfactual;
             ``target_mask`` + ``has_mask`` and ``boxes`` draw the ground truth; ``label`` and ``prob`` go in the title.
         path: output PNG file (parent folders are created).
 

@@ -253,8 +253,11 @@ def test_pair_panel_has_one_column_per_available_map(tmp_path):
     full = imread(pair_panel(_stacked(samples), tmp_path / "full.png"))
     plain_output = output.replace(counterfactual=None, explanation=None)
     plain = imread(pair_panel(_stacked([figure_sample(plain_output, row) for row in range(2)]), tmp_path / "plain.png"))
-    # 3-inch square panels at 100 dpi: 2 rows; 5 columns (target, reference, counterfactual, residual, CAM) or 3.
-    assert full.shape[:2] == (600, 1500) and plain.shape[:2] == (600, 900)
+    output.batch.has_healthy = torch.zeros(2)
+    unknown = imread(pair_panel(_stacked([figure_sample(output, row) for row in range(2)]), tmp_path / "unknown.png"))
+    # 3-inch square panels at 100 dpi, 2 rows. Columns: target, reference, counterfactual, true healthy, residual,
+    # CAM; without a known healthy image 5; a plain classifier 3 (target, reference, CAM).
+    assert full.shape[:2] == (600, 1800) and unknown.shape[:2] == (600, 1500) and plain.shape[:2] == (600, 900)
 
 
 def test_roc_figure_needs_both_classes(tmp_path):

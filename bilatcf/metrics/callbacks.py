@@ -412,6 +412,8 @@ def figure_sample(output: BilateralOutput, row: int, label_field: str = "label")
         "prob": output.score,
     }
     sample: dict[str, Any] = {k: v[row : row + 1].detach().cpu() for k, v in tensors.items() if v is not None}
+    if output.counterfactual is not None and batch.has_healthy is not None and bool(batch.has_healthy[row]):
+        sample["healthy"] = batch.healthy[row : row + 1].detach().cpu()  # the true counterfactual (synthetic data)
     sample["boxes"] = [batch.meta[row].get("boxes", [])]
     sample["meta"] = batch.meta[row : row + 1]
     return sample
