@@ -1,7 +1,7 @@
 """CycleGAN-specific behaviour (the registry battery in test_models.py / test_cli.py covers the shared contract).
 
-Tiny networks on 64×32 images; hand-made generators and discriminators (constant shifts, constant patch scores) for
-the loss values.
+Tiny networks on 64×32 images (4×2 feature maps); hand-made generators and discriminators (constant shifts, constant
+patch scores) for the loss values. The feature level (``level: feature``) is tested at the end.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ import yaml
 from torch import nn
 
 from bilatcf.errors import ConfigError
+from bilatcf.models.brgan import BRGAN
+from bilatcf.models.cgn.network import FeatureGenerator
 from bilatcf.models.cyclegan import CycleGAN
 from bilatcf.models.cyclegan.module import decay_schedule, domain_masks
 from bilatcf.models.cyclegan.network import from_tanh_range, masked_mean, per_sample_l1, to_tanh_range
+from bilatcf.nn.blocks import FeatureDiscriminator
+from tests.conftest import random_images
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"backbone": "test_resnet", "output_stride": 16, **CycleGAN.test_config}
@@ -191,3 +195,122 @@ def test_model_yaml_spells_out_the_constructor_defaults():
         name: p.default for name, p in inspect.signature(CycleGAN.__init__).parameters.items() if name != "self"
     }
     assert config["init_args"] == defaults
+
+
+# ---------------------------------------------------------------------------------------------------- feature level
+
+
+def feature_batch(tiny_model_datamodule):
+    return next(iter(tiny_model_datamodule(CycleGAN).train_dataloader()))
+
+
+def test_feature_level_reuses_the_feature_generator_and_discriminator():
+    net = tiny(level="feature").network
+    for generator in (net.g_a2n, net.g_n2a):
+        assert isinstance(generator, FeatureGenerator) and len(generator.blocks) == TINY["generator_blocks"]
+    assert isinstance(net.d_n, FeatureDiscriminator) and isinstance(net.d_a, FeatureDiscriminator)
+
+
+def test_feature_yaml_builds_brgan_s_generators_and_discriminators():
+    config = yaml.safe_load((REPO / "configs" / "ablations" / "cyclegan" / "feature.yaml").read_text())["model"]
+    assert config["class_path"] == "bilatcf.models.cyclegan.CycleGAN"
+    pl.seed_everything(0, verbose=False)
+    net = CycleGAN(backbone="test_resnet", output_stride=16, **config["init_args"]).network
+    pl.seed_everything(0, verbose=False)
+    brgan = BRGAN(backbone="test_resnet", output_stride=16).network
+    assert net.level == "feature"
+    assert repr(net.g_a2n) == repr(net.g_n2a) == repr(brgan.g_t2c)
+    assert repr(net.d_n) == repr(net.d_a) == repr(brgan.d_c)
+
+
+def test_feature_level_outputs_features_and_no_image_counterfactual():
+    model = tiny(level="feature").eval()
+    target, reference = random_images(3), random_images(4)
+    out = model(target, reference)
+    features = model.extract_features(torch.cat([target, reference]))
+    assert out.counterfactual is None
+    channels = model.network.backbone.out_channels
+    assert out.target_features.shape == out.reference_features.shape == out.cf_features.shape == (2, channels, 4, 2)
+    torch.testing.assert_close(torch.cat([out.target_features, out.reference_features]), features)
+    torch.testing.assert_close(out.cf_features, model.network.g_a2n(out.target_features))
+    residual = (out.target_features - out.cf_features).abs().amax(dim=1, keepdim=True)  # BR-GAN's feature residual
+    torch.testing.assert_close(out.explanation, residual)
+
+
+def test_feature_generators_start_as_the_identity():
+    model = tiny(level="feature").eval()
+    out = model(random_images(5), random_images(6))
+    torch.testing.assert_close(out.cf_features, out.target_features)
+    assert out.explanation.abs().max().item() == 0.0
+
+
+def test_feature_level_prediction_upsamples_the_residual_and_fills_the_feature_fields(tiny_model_datamodule):
+    model = tiny(level="feature").eval()
+    batch = feature_batch(tiny_model_datamodule)
+    prediction = model.predict_step(batch)
+    assert prediction.counterfactual is None
+    assert prediction.explanation.shape == batch.target.shape
+    for name in ("target_features", "reference_features", "cf_features"):
+        assert getattr(prediction, name) is not None, name
+    assert batch.has_healthy.any() and prediction.healthy_features.shape == prediction.target_features.shape
+
+
+def test_feature_level_losses_read_detached_features_and_train_the_gan_only(tiny_model_datamodule):
+    model = tiny(level="feature")
+    net, batch = model.network, feature_batch(tiny_model_datamodule)
+    abnormal, normal = domain_masks(batch)
+    out = model.forward_batch(batch)
+    real, fake_n = model.real_and_translated(batch, out)
+    # The losses' samples are the 2B stacked backbone features, constants for the backbone.
+    assert not real.requires_grad
+    torch.testing.assert_close(real, torch.cat([out.target_features, out.reference_features]).detach())
+    assert fake_n.shape == real.shape and torch.equal(fake_n[: len(batch)], out.cf_features)
+    fake_a = net.g_n2a(real)
+    losses = model.generator_losses(real, fake_n, fake_a, abnormal, normal)
+    discriminator = model.discriminator_loss(real, fake_n[abnormal.bool()].detach(), fake_a.detach(), abnormal, normal)
+    (sum(losses.values()) + discriminator).backward()
+    assert all(p.grad is None for p in [*net.backbone.parameters(), *net.head.parameters()])
+    assert any(p.grad is not None for p in net.g_a2n.parameters())
+    assert any(p.grad is not None for p in net.d_n.parameters())
+
+
+def test_feature_level_classification_loss_trains_the_backbone_never_the_generators():
+    model = tiny(level="feature")
+    model(random_images(7), random_images(8)).logits.sum().backward()
+    assert all(p.grad is None for p in [*model.network.g_a2n.parameters(), *model.network.g_n2a.parameters()])
+    assert any(p.grad is not None for p in model.network.backbone.parameters())
+
+
+def test_feature_level_trains_through_the_trainer_with_feature_pools(tiny_model_datamodule):
+    model = tiny(level="feature")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=tiny_model_datamodule(CycleGAN))
+    assert int(model.iteration) == 2 and trainer.global_step == 6  # three optimizers step on each batch
+    changed = {n.split(".")[1] for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert {"backbone", "head", "g_a2n", "g_n2a", "d_n", "d_a"} <= changed
+    terms = ("adv_a2n", "adv_n2a", "cycle_a", "cycle_n", "identity_n", "identity_a", "cls")
+    assert {f"train/{t}" for t in (*terms, "generator", "discriminator", "classifier")} <= set(trainer.callback_metrics)
+    # The pools hold translated features [C, h, w], and they travel in the state dict (checkpoints).
+    channels = model.network.backbone.out_channels
+    for pool in (model.pool_n, model.pool_a):
+        assert pool.num_stored > 0 and all(item.shape == (channels, 4, 2) for item in pool.items)
+    restored = tiny(level="feature")
+    restored.load_state_dict(model.state_dict())
+    assert torch.equal(torch.stack(restored.pool_a.items), torch.stack(model.pool_a.items))
+
+
+def test_bad_level_is_a_config_error_naming_the_flag_and_the_choices():
+    with pytest.raises(ConfigError, match=r"model\.level='pixel' is not one of image, feature"):
+        tiny(level="pixel")

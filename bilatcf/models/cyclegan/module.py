@@ -4,10 +4,13 @@ Domains come from each batch: A (abnormal) = targets with a lesion (``target_abn
 lesion-free images, i.e. references with ``ref_abnormal == 0`` and targets with ``target_abnormal == 0`` (a benign
 lesion is not normal; ``-1``, unknown, is in neither domain). Targets and references are stacked into one batch of 2B
 images and every loss is a per-sample loss times a 0/1 domain mask, averaged over those 2B images
-(:func:`~bilatcf.models.cyclegan.network.masked_mean`). ``docs/models/cyclegan.md`` maps each loss to its function.
+(:func:`~bilatcf.models.cyclegan.network.masked_mean`). At ``level: feature`` the same losses read the backbone
+features of the 2B images (detached) instead of the images. ``docs/models/cyclegan.md`` maps each loss to its function.
 """
 
 from __future__ import annotations
+
+from typing import get_args
 
 import torch
 from torch import Tensor
@@ -15,7 +18,7 @@ from torch import Tensor
 from bilatcf.data.types import BilateralBatch
 from bilatcf.errors import ConfigError
 from bilatcf.models.base import BilateralModule
-from bilatcf.models.cyclegan.network import CycleGANNetwork, masked_mean, per_sample_l1, to_tanh_range
+from bilatcf.models.cyclegan.network import CycleGANNetwork, Level, masked_mean, per_sample_l1, to_tanh_range
 from bilatcf.models.kit import OptimizerSpec, linear_decay
 from bilatcf.models.outputs import BilateralOutput
 from bilatcf.nn.backbones import create_backbone
@@ -64,11 +67,15 @@ class CycleGAN(BilateralModule):
         backbone: classifier backbone (any timm name or ``tv_alexnet``).
         weights: local weights file for the backbone (no downloads); None trains from scratch.
         output_stride: backbone output stride.
-        generator_channels: base width of both ResNet generators (CycleGAN: 64).
+        level: ``image`` (CycleGAN: translate images, H_C = backbone(G_A2N(X_T))) or ``feature`` (the same cycle on
+            backbone features, H_C = F_A2N(H_T), as BR-GAN's and CGN's feature generators; no image counterfactual).
+        generator_channels: base width of both ResNet generators (CycleGAN: 64); at feature level the width of the
+            feature generators' residual blocks.
         generator_blocks: residual blocks per generator (CycleGAN: 6 at ≤ 128 px, bilatcf's default 128×64 images;
-            9 at 256 px: set 9 for larger images).
-        discriminator_channels: base width of both 70×70 PatchGANs (CycleGAN: 64).
-        pool_size: history pool of translated images per discriminator (0: off).
+            9 at 256 px: set 9 for larger images; BR-GAN and CGN use 9 feature blocks).
+        discriminator_channels: base width of both 70×70 PatchGANs (CycleGAN: 64); at feature level the hidden width
+            of the feature discriminators.
+        pool_size: history pool of translated images (features at feature level) per discriminator (0: off).
         cycle_weight: λ of the two L1 cycle losses.
         identity_weight: identity loss weight as a fraction of λ (CycleGAN: 0.5, i.e. 0.5·λ).
         lr: Adam learning rate of generators and discriminators.
@@ -79,7 +86,7 @@ class CycleGAN(BilateralModule):
         grad_clip: gradient-norm clipping per optimizer (None: off).
     """
 
-    description = "CycleGAN baseline: abnormal→normal image translation, classifier on residual + target features"
+    description = "CycleGAN baseline: abnormal→normal image (or feature) translation, classifier on residual + target"
     paper = "Zhu et al., ICCV 2017"
     #: Tiny networks for the test battery.
     test_config = {"generator_channels": 4, "generator_blocks": 1, "discriminator_channels": 4}
@@ -89,6 +96,7 @@ class CycleGAN(BilateralModule):
         backbone: str = "resnet18",
         weights: str | None = None,
         output_stride: int | None = 16,
+        level: Level = "image",
         generator_channels: int = 64,
         generator_blocks: int = 6,
         discriminator_channels: int = 64,
@@ -104,6 +112,8 @@ class CycleGAN(BilateralModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if level not in get_args(Level):
+            raise ConfigError(f"cyclegan: model.level={level!r} is not one of {', '.join(get_args(Level))}.")
         for flag, value in (
             ("generator_channels", generator_channels),
             ("generator_blocks", generator_blocks),
@@ -125,6 +135,7 @@ class CycleGAN(BilateralModule):
             generator_channels,
             generator_blocks,
             discriminator_channels,
+            level,
         )
         self.pool_n = HistoryPool(pool_size)
         self.pool_a = HistoryPool(pool_size)
@@ -164,12 +175,8 @@ class CycleGAN(BilateralModule):
     def training_step(self, batch: BilateralBatch, batch_idx: int) -> None:
         net = self.network
         abnormal, normal = domain_masks(batch)
-        # forward gives X_C = G_A2N(X_T) and the classifier's logits (on X_C detached); G_A2N of the references
-        # joins it, so each generator runs once on the 2B stacked images (instance norm is per sample: the split
-        # changes nothing).
         out = self.forward_batch(batch)
-        real = to_tanh_range(torch.cat([batch.target, batch.reference]))  # [2B, 1, H, W] in [−1, 1]
-        fake_n = torch.cat([to_tanh_range(out.counterfactual), net.g_a2n(real[len(batch) :])])
+        real, fake_n = self.real_and_translated(batch, out)
         fake_a = net.g_n2a(real)
         pooled_n = _query(
             self.pool_n, fake_n[abnormal.bool()], _select(self.sample_random(batch, POOL_N_STREAM).generators, abnormal)
@@ -191,11 +198,27 @@ class CycleGAN(BilateralModule):
         )
         self.step("classifier", self.log_losses({"cls": self.classification_loss(out.logits, self.labels(batch))}))
 
+    def real_and_translated(self, batch: BilateralBatch, out: BilateralOutput) -> tuple[Tensor, Tensor]:
+        """The 2B stacked real samples [targets; references] and their translations G_A2N(real).
+
+        ``forward`` gave G_A2N of the targets (X_C, or H_C at feature level) and the classifier's logits; G_A2N of the
+        references joins it, so each generator runs once on the 2B samples (instance norm is per sample: the split
+        changes nothing). Image level: images in [−1, 1] [2B, 1, H, W]. Feature level: [H_T; H_R] detached
+        [2B, C, h, w], so the CycleGAN losses train the generators and discriminators and never the backbone.
+        """
+        net, size = self.network, len(batch)
+        if self.hparams.level == "feature":
+            real = torch.cat([out.target_features, out.reference_features]).detach()
+            return real, torch.cat([out.cf_features, net.g_a2n(real[size:])])
+        real = to_tanh_range(torch.cat([batch.target, batch.reference]))
+        return real, torch.cat([to_tanh_range(out.counterfactual), net.g_a2n(real[size:])])
+
     def discriminator_loss(
         self, real: Tensor, pooled_n: Tensor, pooled_a: Tensor, abnormal: Tensor, normal: Tensor
     ) -> Tensor:
-        """½ (LSGAN real + fake) per discriminator. D_N: real N images vs pooled G_A2N(A); D_A: real A images vs
-        pooled G_N2A(N). The pooled fakes are summed and divided by the 2B stacked images, like the masked reals."""
+        """½ (LSGAN real + fake) per discriminator. D_N: real N samples vs pooled G_A2N(A); D_A: real A samples vs
+        pooled G_N2A(N). The pooled fakes are summed and divided by the 2B stacked samples, like the masked reals.
+        Samples are images, or features at feature level."""
         net, count = self.network, real.shape[0]
 
         def fake_term(discriminator: torch.nn.Module, pooled: Tensor) -> Tensor:
@@ -215,7 +238,7 @@ class CycleGAN(BilateralModule):
         self, real: Tensor, fake_n: Tensor, fake_a: Tensor, abnormal: Tensor, normal: Tensor
     ) -> dict[str, Tensor]:
         """LSGAN for both generators, L1 cycles A→N→A and N→A→N (λ), identities G_A2N(N) ≈ N and G_N2A(A) ≈ A
-        (identity_weight·λ), each masked to the domain it applies to."""
+        (identity_weight·λ), each masked to the domain it applies to (on images, or features at feature level)."""
         net, cycle = self.network, self.hparams.cycle_weight
         identity = self.hparams.identity_weight * cycle
         return {
