@@ -54,9 +54,16 @@ COLUMNS = (
 )
 
 
+def config_label(config: str) -> str:
+    """The row name of a config: its file stem, prefixed by the model for an ablation (``brgan/sbf``), so the ablations
+    of different models with the same name stay apart."""
+    path = Path(config)
+    return f"{path.parent.name}/{path.stem}" if path.parent.parent.name == "ablations" else path.stem
+
+
 def run_one(config: str, seed: int, root: Path, extra: list[str], threads: int | None = None) -> dict:
     """One fit + test run (on ``threads`` CPU threads; None: torch's default); returns its metrics.json."""
-    run_root = root / f"{Path(config).stem}-seed{seed}"
+    run_root = root / f"{config_label(config).replace('/', '-')}-seed{seed}"
     command = [
         sys.executable,
         "-m",
@@ -177,10 +184,11 @@ def main() -> None:
         config, seed = job
         metrics = run_one(config, seed, Path(args.root) / args.name, extra, threads)
         print(
-            f"{Path(config).stem} seed {seed}: auc {metrics.get('test/auc')} loc_error {metrics.get('test/loc_error')}",
+            f"{config_label(config)} seed {seed}: auc {metrics.get('test/auc')} "
+            f"loc_error {metrics.get('test/loc_error')}",
             flush=True,
         )
-        return {"config": Path(config).stem, "seed": seed, **{c: metrics.get(c, "") for c in COLUMNS}}
+        return {"config": config_label(config), "seed": seed, **{c: metrics.get(c, "") for c in COLUMNS}}
 
     command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
     rows: list[dict] = []
