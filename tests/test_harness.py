@@ -284,6 +284,13 @@ def test_nan_check_fails_when_the_first_step_is_not_undone(tiny_datamodule_facto
         check_nan_at_a_loss_stops_before_any_optimizer_steps("_template", {}, tiny_datamodule_factory())
 
 
+def test_a_nan_term_logged_outside_any_step_undoes_the_earlier_steps_too(tiny_model_datamodule):
+    # CycleGAN logs its classification term before the classifier step is entered, after its D and G steps.
+    model_class = get_model_class("cyclegan")
+    datamodule = tiny_model_datamodule(model_class)
+    check_nan_at_a_loss_stops_before_any_optimizer_steps("cyclegan", {}, datamodule, poisoned_name="cls")
+
+
 def test_resume_check_fails_when_the_pool_is_left_out_of_the_checkpoint(tiny_datamodule_factory, tmp_path, monkeypatch):
     monkeypatch.setattr(HistoryPool, "set_extra_state", lambda self, state: None)
     with pytest.raises(AssertionError, match="pool"):

@@ -188,11 +188,13 @@ class _BatchStartParameters(pl.Callback):
         self.before = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
 
 
-def check_nan_at_a_loss_stops_before_any_optimizer_steps(name: str, init_args: dict, datamodule) -> None:
-    # The last loss term checked over the model's schedule is poisoned: by then a GAN has already stepped its first
-    # optimizer on that batch, and the guard must undo that step, so every parameter keeps its value from the start
-    # of the batch.
-    poisoned_name = loss_names(name, init_args, datamodule)[-1]
+def check_nan_at_a_loss_stops_before_any_optimizer_steps(
+    name: str, init_args: dict, datamodule, poisoned_name: str | None = None
+) -> None:
+    # The last loss term checked over the model's schedule (or ``poisoned_name``) is poisoned: by then a GAN has
+    # already stepped its first optimizer on that batch, and the guard must undo that step, so every parameter keeps
+    # its value from the start of the batch.
+    poisoned_name = poisoned_name or loss_names(name, init_args, datamodule)[-1]
     model = build(name, init_args)
     checked = model.checked
 

@@ -181,8 +181,13 @@ class BilateralModule(pl.LightningModule):
         return F.binary_cross_entropy_with_logits(logits[known], labels[known].float())
 
     def checked(self, name: str, value: Tensor) -> Tensor:
-        """``value``, after checking that it is finite (every loss term passes here before any optimizer steps)."""
+        """``value``, after checking that it is finite (every loss term passes here before any optimizer steps).
+
+        A non-finite value undoes the steps already taken on this batch (``step(..., last=False)``), wherever it is
+        checked: inside a later step or outside any step (e.g. a loss logged before its step is entered).
+        """
         if not torch.isfinite(value.detach()).all():
+            self._undo_batch()
             raise TrainingDivergedError(
                 f"loss '{name}' became {value.detach().float().mean().item()} at iteration {int(self.iteration)} "
                 f"(epoch {self.current_epoch}) of model '{self.model_name}'. Training stopped before any optimizer "
@@ -190,6 +195,12 @@ class BilateralModule(pl.LightningModule):
                 "gradient clipping (--model.grad_clip) or check the data."
             )
         return value
+
+    def _undo_batch(self) -> None:
+        """Restore the optimizers stepped on this batch (latest first) to their state before the batch."""
+        for snapshot in reversed(self._undo):
+            _restore(snapshot)
+        self._undo = []
 
     def log_losses(self, losses: dict[str, Tensor], prefix: str = "train") -> Tensor:
         """Check and log every loss term; return their sum."""
@@ -229,8 +240,7 @@ class BilateralModule(pl.LightningModule):
                 self._undo.append(_snapshot(optimizer.optimizer))
             optimizer.step()  # clipping happens in on_before_optimizer_step, after AMP unscaling
         except TrainingDivergedError:
-            for snapshot in reversed(self._undo):
-                _restore(snapshot)
+            self._undo_batch()
             raise
         finally:
             self.untoggle_optimizer(optimizer)
