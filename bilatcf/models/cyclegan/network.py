@@ -50,6 +50,25 @@ def masked_mean(per_sample: Tensor, mask: Tensor) -> Tensor:
     return (per_sample * mask.to(per_sample.dtype)).mean()
 
 
+def fuse_residual(head: nn.Module, target_features: Tensor, cf_features: Tensor) -> dict[str, Tensor]:
+    """Logits [B] and CAM of ``head`` on concat[H_T − H_C, H_T]: the classifier of the image-translation baselines."""
+    logits, cam = head(torch.cat([target_features - cf_features, target_features], dim=1))
+    return {"logits": logits, "cam": cam}
+
+
+def classify_residual(
+    backbone: nn.Module, head: nn.Module, target: Tensor, counterfactual: Tensor
+) -> dict[str, Tensor]:
+    """:func:`fuse_residual` on H_T, H_C from one backbone call on [X_T; X_C] (shared batch-norm statistics), with the
+    features."""
+    target_features, cf_features = backbone(torch.cat([target, counterfactual])).chunk(2)
+    return {
+        **fuse_residual(head, target_features, cf_features),
+        "target_features": target_features,
+        "cf_features": cf_features,
+    }
+
+
 class CycleGANNetwork(nn.Module):
     """Generators G_A2N, G_N2A, discriminators D_N, D_A and the classifier (backbone + CAM head).
 
@@ -98,15 +117,12 @@ class CycleGANNetwork(nn.Module):
         return from_tanh_range(self.g_a2n(to_tanh_range(images)))
 
     def classify(self, target: Tensor, counterfactual: Tensor) -> dict[str, Tensor]:
-        """Logits [B], CAM and features from one backbone call on [X_T; X_C] (shared batch-norm statistics)."""
-        target_features, cf_features = self.backbone(torch.cat([target, counterfactual])).chunk(2)
-        out = self.fuse(target_features, cf_features)
-        return {**out, "target_features": target_features, "cf_features": cf_features}
+        """Logits [B], CAM and features from one backbone call on [X_T; X_C] (:func:`classify_residual`)."""
+        return classify_residual(self.backbone, self.head, target, counterfactual)
 
     def fuse(self, target_features: Tensor, cf_features: Tensor) -> dict[str, Tensor]:
         """Logits [B] and CAM of the head on concat[H_T − H_C, H_T]."""
-        logits, cam = self.head(torch.cat([target_features - cf_features, target_features], dim=1))
-        return {"logits": logits, "cam": cam}
+        return fuse_residual(self.head, target_features, cf_features)
 
     def forward(self, target: Tensor, reference: Tensor) -> dict[str, Tensor]:
         """The counterfactual, the explanation and the classifier's outputs, at the network's level.

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bilatcf.errors import ConfigError
-from bilatcf.models.cyclegan.network import from_tanh_range, to_tanh_range
+from bilatcf.models.cyclegan.network import classify_residual, from_tanh_range, to_tanh_range
 from bilatcf.nn.backbones import Backbone
 from bilatcf.nn.blocks import ResnetGenerator
 from bilatcf.nn.heads import LinearCAMHead
@@ -163,11 +163,9 @@ class FixedPointGANNetwork(nn.Module):
         return from_tanh_range(self.generator(to_tanh_range(images), normal))
 
     def classify(self, target: Tensor, counterfactual: Tensor) -> dict[str, Tensor]:
-        """Logits [B], CAM and features of the head on concat[H_T − H_C, H_T], from one backbone call on [X_T; X_C]
-        (shared batch-norm statistics)."""
-        target_features, cf_features = self.backbone(torch.cat([target, counterfactual])).chunk(2)
-        logits, cam = self.head(torch.cat([target_features - cf_features, target_features], dim=1))
-        return {"logits": logits, "cam": cam, "target_features": target_features, "cf_features": cf_features}
+        """Logits [B], CAM and features of the head on concat[H_T − H_C, H_T], as ``cyclegan``'s classifier
+        (:func:`~bilatcf.models.cyclegan.network.classify_residual`)."""
+        return classify_residual(self.backbone, self.head, target, counterfactual)
 
     def forward(self, target: Tensor, reference: Tensor) -> dict[str, Tensor]:
         """The counterfactual X_C, the explanation |X_T − X_C| and the classifier's outputs.
