@@ -137,6 +137,43 @@ def test_12_14_and_16_bit_files_read_alike(tmp_path, bits):
     np.testing.assert_allclose(windowed, stored / top, atol=1e-6)
 
 
+def test_signed_and_float_pixels_read_too(tmp_path):
+    stored = (ramp(high=4095).astype(np.int32) - 2048).astype(np.int16)  # 12-bit signed, -2048 … 2047
+    tags = {"WindowCenter": 100, "WindowWidth": 3000, "RescaleSlope": 1, "RescaleIntercept": 50}
+    path = write_mammogram(tmp_path / "signed.dcm", stored, bits_stored=12, **tags)
+    assert pydicom.dcmread(path).PixelRepresentation == 1
+    image = read_dicom(path)
+    np.testing.assert_allclose(image, _standard_window(stored + 50.0, 100, 3000, "LINEAR"), atol=1e-6)
+    floats = mammogram(ramp())
+    del floats.PixelData, floats.PixelRepresentation
+    floats.BitsAllocated, floats.BitsStored, floats.HighBit = 32, 32, 31
+    floats.FloatPixelData = (ramp().astype(np.float32) / 7).tobytes()
+    np.testing.assert_allclose(read_dicom(save(floats, tmp_path / "float.dcm")), _minmax(ramp()), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("tags", "warning", "expected"),
+    [
+        (
+            {"VOILUTFunction": "LOG"},
+            "VOILUTFunction 'LOG' is not LINEAR",
+            lambda x: _standard_window(x, 2000, 1500, "LINEAR"),
+        ),
+        ({"WindowWidth": 0}, "WindowWidth 0 cannot be used with LINEAR", _minmax),
+        ({"WindowWidth": 0.5, "VOILUTFunction": "LINEAR"}, "it must be at least 1", _minmax),
+    ],
+    ids=["unknown-function", "zero-width", "narrow-linear"],
+)
+def test_an_unusable_window_warns_and_falls_back(tmp_path, tags, warning, expected):
+    stored = ramp(high=4095)
+    path = write_mammogram(
+        tmp_path / "w.dcm", stored, bits_stored=12, **{"WindowCenter": 2000, "WindowWidth": 1500, **tags}
+    )
+    with pytest.warns(DicomWarning, match=warning):
+        image = read_dicom(path)
+    np.testing.assert_allclose(image, expected(stored), atol=1e-6)
+
+
 def _violating(tmp_path, name="over.dcm"):
     """BitsStored says 12 but the values use 16 bits, as in some real mammograms."""
     stored = ramp(high=40000)
@@ -377,7 +414,8 @@ def test_data_check_and_the_datamodule_read_the_synthetic_dicom_folder(dicom_fol
     assert all(meta["flipped"] == (meta["laterality"] == "R") for meta in batch.meta), "right breasts are mirrored"
 
 
-def test_data_check_reports_for_processing_files_unless_told_to_read_them(dicom_folder, tmp_path, capsys):
+def test_data_check_reports_for_processing_files_unless_told_to_read_them(dicom_folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(dicom, "_for_processing_policy", "refuse")  # `data check` sets the process's policy
     folder = shutil.copytree(dicom_folder[0], tmp_path / "synth")
     raw = sorted((folder / "images").glob("*.dcm"))[0]
     ds = pydicom.dcmread(raw)
@@ -390,7 +428,6 @@ def test_data_check_reports_for_processing_files_unless_told_to_read_them(dicom_
     with pytest.warns(DicomWarning, match="FOR PROCESSING"):
         assert main(["data", "check", manifest, "--image_size", "64", "32", "--dicom_for_processing", "warn"]) == 0
     assert main(["data", "check", manifest, "--image_size", "64", "32"]) == 1, "each policy has its own cached check"
-    dicom.set_for_processing_policy("refuse")
 
 
 def test_the_datamodule_checks_its_dicom_option():
