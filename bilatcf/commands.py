@@ -38,9 +38,10 @@ def run_data(args: list[str]) -> int:
     synth.add_argument("--out", required=True, help="output folder (must be empty or new)")
     synth.add_argument(
         "--format",
-        choices=("png", "npy"),
+        choices=("png", "npy", "dicom"),
         default="png",
-        help="png: 16-bit PNG (right breasts stored as acquired, facing the other way); npy: float32",
+        help="png: 16-bit PNG; npy: float32; dicom: MG DICOM, 14-bit, MONOCHROME1 or 2 and LINEAR or SIGMOID windows "
+        "by patient. Right breasts are stored as acquired, facing the other way, in every format.",
     )
 
     preview = sub.add_parser("preview", help="write a PNG grid of synthetic pairs with lesions and distractors marked")
@@ -65,6 +66,12 @@ def run_data(args: list[str]) -> int:
     check.add_argument("--workers", type=int, default=None, help="decoding threads (default: the CPUs, at most 8)")
     check.add_argument(
         "--recheck", action="store_true", help="decode every file again, even unchanged ones already checked"
+    )
+    check.add_argument(
+        "--dicom_for_processing",
+        choices=("refuse", "warn"),
+        default="refuse",
+        help="DICOM images marked FOR PROCESSING (raw detector signal): report them as unusable, or warn and read them",
     )
 
     cache = sub.add_parser("cache", help="show or clear the cache folder ($BILATCF_CACHE or ~/.cache/bilatcf)")
@@ -106,6 +113,8 @@ def _synth(ns: argparse.Namespace) -> int:
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
     dataset = _synthetic(ns)
+    write_image = _image_writer(ns.format, out)
+    patients: dict[str, int] = {}
     records = []
     for i, record in enumerate(dataset.records):
         # Right breasts are stored as acquired (mirrored back), so reading them exercises orientation handling.
@@ -114,12 +123,8 @@ def _synth(ns: argparse.Namespace) -> int:
         mask = dataset.masks[i][:, ::-1] if flip else dataset.masks[i]
         width = image.shape[1]
         boxes = tuple((width - x1, y0, width - x0, y1) if flip else (x0, y0, x1, y1) for x0, y0, x1, y1 in record.boxes)
-        if ns.format == "png":
-            path = f"images/{record.image_id}.png"
-            cv2.imwrite(str(out / path), np.round(image * 65535).astype(np.uint16))
-        else:
-            path = f"images/{record.image_id}.npy"
-            np.save(out / path, np.ascontiguousarray(image, dtype=np.float32))
+        patient = patients.setdefault(record.patient_id, len(patients))
+        path = write_image(image, record, patient, i)
         mask_path = ""
         if mask.any():
             mask_path = f"masks/{record.image_id}.png"
@@ -128,6 +133,30 @@ def _synth(ns: argparse.Namespace) -> int:
     write_manifest(records, out / "manifest.csv")
     print(f"wrote {len(records)} images and {out / 'manifest.csv'}")
     return 0
+
+
+def _image_writer(file_format: str, out: Path):
+    """``write(image, record, patient index, image index) -> path relative to out`` for one ``--format``."""
+    import cv2
+
+    def png(image, record, patient, index):
+        path = f"images/{record.image_id}.png"
+        cv2.imwrite(str(out / path), np.round(image * 65535).astype(np.uint16))
+        return path
+
+    def npy(image, record, patient, index):
+        path = f"images/{record.image_id}.npy"
+        np.save(out / path, np.ascontiguousarray(image, dtype=np.float32))
+        return path
+
+    def dicom(image, record, patient, index):
+        from bilatcf.data.synthetic.dicom_files import file_style, write_mammogram
+
+        path = f"images/{record.image_id}.dcm"
+        write_mammogram(out / path, image, record, file_style(patient), instance_number=index + 1)
+        return path
+
+    return {"png": png, "npy": npy, "dicom": dicom}[file_format]
 
 
 def _preview(ns: argparse.Namespace) -> int:
@@ -155,13 +184,12 @@ def _preview(ns: argparse.Namespace) -> int:
 def _check(ns: argparse.Namespace) -> int:
     """Report every problem of a manifest and of its files at once; exit code 1 when there is any."""
     import inspect
-    import os
 
     from bilatcf.data.datamodule import MIN_IMAGE_SIZE, BilateralDataModule
     from bilatcf.data.manifest import check_manifest
     from bilatcf.data.pairing import make_pairs
     from bilatcf.data.splits import assign_splits
-    from bilatcf.data.validate import check_images, describe
+    from bilatcf.data.validate import check_images, describe, manifest_cache_name
     from bilatcf.errors import ConfigError
 
     image_size = tuple(ns.image_size or inspect.signature(BilateralDataModule).parameters["image_size"].default)
@@ -172,13 +200,20 @@ def _check(ns: argparse.Namespace) -> int:
         )
     if ns.workers is not None and ns.workers < 1:
         raise ConfigError(f"--workers {ns.workers}: give at least 1 decoding thread, or leave it out.")
+    from bilatcf.data.dicom import set_for_processing_policy
+
+    set_for_processing_policy(ns.dicom_for_processing)
     report = check_manifest(ns.manifest, root=ns.root, check_files=False)
     for problem in report.problems:
         print(problem)
     records = report.records
     name = Path(ns.manifest).name
     problems = check_images(
-        records, image_size, cache_name=os.path.abspath(ns.manifest), workers=ns.workers, recheck=ns.recheck
+        records,
+        image_size,
+        cache_name=manifest_cache_name(ns.manifest, ns.dicom_for_processing),
+        workers=ns.workers,
+        recheck=ns.recheck,
     )
     if problems:
         print(describe(problems, lambda index: f"{name} row {report.rows[index]}", limit=None))

@@ -1,4 +1,6 @@
-"""Image reading: why a file cannot be decoded is said precisely, and DICOM says what to do until it is supported."""
+"""Image reading: why a file cannot be decoded is said precisely (DICOM files: tests/test_dicom.py)."""
+
+import sys
 
 import cv2
 import numpy as np
@@ -43,9 +45,13 @@ def test_a_text_file_named_npy_says_so(tmp_path):
         read_image(tmp_path / "a.npy")
 
 
-def test_dicom_is_not_supported_yet_and_says_how_to_convert(tmp_path, monkeypatch):
-    monkeypatch.setattr(image_io, "_module_exists", lambda name: False)  # as long as bilatcf.data.dicom is missing
+def test_dicom_files_without_a_usable_pydicom_say_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(image_io, "_READERS", dict(image_io._READERS))
+    image_io.register_reader((".dcm", ".dicom"), image_io._read_dicom)  # as before the DICOM module is imported
+    monkeypatch.setitem(sys.modules, "bilatcf.data.dicom", None)  # importing it raises ImportError
     (tmp_path / "a.dcm").write_bytes(b"\0" * 132)
-    with pytest.raises(DataError, match="DICOM files are not supported yet") as error:
+    with pytest.raises(
+        DataError, match=r"a\.dcm: DICOM files are read by bilatcf\.data\.dicom, which could not"
+    ) as error:
         read_image(tmp_path / "a.dcm")
-    assert "PNG, TIFF or .npy" in str(error.value) and "pip install" not in str(error.value)
+    assert "pip install 'pydicom>=3'" in str(error.value)

@@ -82,6 +82,7 @@ def test_registered_readers_and_the_dicom_hook(tmp_path, monkeypatch):
     np.testing.assert_array_equal(read_image(tmp_path / "a.FOO"), [[0.0, 1.0]])
 
     (tmp_path / "a.dcm").write_bytes(b"")
+    register_reader((".dcm", ".dicom"), image_io._read_dicom)  # the placeholder, whether or not the reader was imported
     monkeypatch.setitem(sys.modules, "bilatcf.data.dicom", types.ModuleType("bilatcf.data.dicom"))
     with pytest.raises(DataError, match="no DICOM reader is registered"):
         read_image(tmp_path / "a.dcm")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import numbers
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +26,7 @@ from bilatcf.data.splits import assign_splits
 from bilatcf.data.synthetic import SyntheticConfig, load_or_generate
 from bilatcf.data.transforms import PairedAugment
 from bilatcf.data.types import BilateralBatch, ImageRecord, Pair, TrainingImage, check_batch
-from bilatcf.data.validate import check_images, describe
+from bilatcf.data.validate import check_images, describe, manifest_cache_name
 from bilatcf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -64,23 +63,38 @@ class SyntheticSource(ImageSource):
 
 
 class FileSource(ImageSource):
-    """Images read from files (PNG/TIFF/NPY, DICOM once registered) and preprocessed: crop, orient, resize.
+    """Images read from files (PNG/JPEG/TIFF/NPY/DICOM) and preprocessed: crop, orient, resize.
 
     A lesion-free image (``abnormal == 0``) without a mask file gets an all-zero mask: its mask is known to be empty,
-    so it counts in the metrics computed outside lesions.
+    so it counts in the metrics computed outside lesions. ``dicom_for_processing`` is the DICOM reader's policy for
+    FOR PROCESSING images (:func:`bilatcf.data.dicom.set_for_processing_policy`); it is set for the process here and
+    again before each decode, so DataLoader workers started with ``spawn`` read with it too.
     """
 
-    def __init__(self, config: PreprocessConfig) -> None:
+    def __init__(self, config: PreprocessConfig, dicom_for_processing: str = "refuse") -> None:
         from bilatcf.data.cache import PreprocessedCache
 
         self.config = config
         self.cache = PreprocessedCache()
+        self.dicom_for_processing = dicom_for_processing
+        self._set_reader_options()
+
+    def _set_reader_options(self) -> None:
+        from bilatcf.data.dicom import set_for_processing_policy
+
+        set_for_processing_policy(self.dicom_for_processing)
+
+    def _read(self, record: ImageRecord) -> np.ndarray:
+        from bilatcf.data.io import read_image
+
+        self._set_reader_options()
+        return read_image(record.path)
 
     def load(self, record):
-        from bilatcf.data.io import read_image, read_mask
+        from bilatcf.data.io import read_mask
 
         image, info = self.cache.get_or_compute(
-            record, self.config, lambda r: preprocess(read_image(r.path), r.laterality, self.config)
+            record, self.config, lambda r: preprocess(self._read(r), r.laterality, self.config)
         )
         expected = tuple(self.config.image_size)
         if image.shape != expected:
@@ -259,6 +273,8 @@ class BilateralDataModule(_StagedDataModule):
             fraction of the image height (None: the generator's default, 0; see ``SyntheticConfig``).
         skip_bad_images: manifest images that cannot be used (missing, corrupt, blank, too small, bad mask) are
             dropped with a printed list instead of stopping ``setup`` with an error.
+        dicom_for_processing: DICOM images marked FOR PROCESSING (the detector's raw signal): ``refuse`` them (they
+            are then unusable images, see ``skip_bad_images``) or ``warn`` and read them.
     """
 
     def __init__(
@@ -285,9 +301,11 @@ class BilateralDataModule(_StagedDataModule):
         views: tuple[str, ...] = ("CC", "MLO"),
         misalignment: float | None = None,
         skip_bad_images: bool = False,
+        dicom_for_processing: Literal["refuse", "warn"] = "refuse",
     ) -> None:
         super().__init__()
         _check_choice("source", source, ("synthetic", "manifest"))
+        _check_choice("dicom_for_processing", dicom_for_processing, ("refuse", "warn"))
         if source == "manifest" and not manifest:
             raise ConfigError(
                 "--data.source manifest needs --data.manifest PATH: a CSV with one row per image in the canonical "
@@ -331,7 +349,9 @@ class BilateralDataModule(_StagedDataModule):
         return read_manifest(self.hparams.manifest, root=self.hparams.root, check_files=False)
 
     def _file_source(self) -> FileSource:
-        return FileSource(PreprocessConfig(image_size=tuple(self.hparams.image_size)))
+        return FileSource(
+            PreprocessConfig(image_size=tuple(self.hparams.image_size)), self.hparams.dicom_for_processing
+        )
 
     def _records(self) -> tuple[list[ImageRecord], ImageSource]:
         h = self.hparams
@@ -357,7 +377,7 @@ class BilateralDataModule(_StagedDataModule):
         problems = check_images(
             records,
             tuple(h.image_size),
-            cache_name=os.path.abspath(h.manifest),
+            cache_name=manifest_cache_name(h.manifest, h.dicom_for_processing),
             warm=source.warm,
             progress=rank_zero_only.rank == 0,
         )

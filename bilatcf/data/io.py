@@ -9,9 +9,7 @@ image outside [0, 1].
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -161,19 +159,16 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def _read_dicom(path: Path) -> np.ndarray:
-    """Placeholder until :mod:`bilatcf.data.dicom` registers the real reader; importing that module registers it."""
-    if not _module_exists(_DICOM_MODULE):
-        raise DataError(
-            f"{path}: DICOM files are not supported yet. Convert them to 16-bit PNG, TIFF or .npy (e.g. the pixel "
-            "array, windowed and scaled to [0, 1], saved with numpy.save) and point the manifest's path column to "
-            "the converted files."
-        )
+    """Placeholder until :mod:`bilatcf.data.dicom` registers the real reader; importing that module registers it.
+
+    The DICOM reader is imported on the first DICOM file, so reading PNGs never pays for importing pydicom.
+    """
     try:
         importlib.import_module(_DICOM_MODULE)
     except ImportError as error:
         raise DataError(
-            f"{path}: DICOM files are read by {_DICOM_MODULE}, which could not be imported ({error}); "
-            "install the DICOM extra with: pip install 'bilatcf[dicom]'."
+            f"{path}: DICOM files are read by {_DICOM_MODULE}, which could not be imported ({error}); it needs "
+            "pydicom 3: pip install 'pydicom>=3' (and, for JPEG 2000 files, pip install 'bilatcf[dicom]')."
         ) from error
     reader = _READERS[path.suffix.lower()]
     if reader is _read_dicom:
@@ -182,10 +177,6 @@ def _read_dicom(path: Path) -> np.ndarray:
             "bilatcf.data.io.register_reader(('.dcm', '.dicom'), fn)."
         )
     return reader(path)
-
-
-def _module_exists(name: str) -> bool:
-    return name in sys.modules or importlib.util.find_spec(name) is not None
 
 
 register_reader((".png", ".jpg", ".jpeg", ".tif", ".tiff"), _read_with_opencv)

@@ -112,6 +112,12 @@ def check_images(
     return problems
 
 
+def manifest_cache_name(manifest: str | Path, dicom_for_processing: str = "refuse") -> str:
+    """The ``cache_name`` of a manifest's check: its absolute path plus the reader options that change what decoding
+    finds (a FOR PROCESSING DICOM is a problem under ``refuse`` and a usable image under ``warn``)."""
+    return f"{os.path.abspath(manifest)}|dicom_for_processing={dicom_for_processing}"
+
+
 def describe(problems: Sequence[ImageProblem], place: Callable[[int], str], limit: int | None = MAX_LISTED) -> str:
     """The problems as indented lines ``place: file: reason``; beyond ``limit``, a count of the others."""
     shown = problems if limit is None else problems[:limit]
