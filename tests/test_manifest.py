@@ -173,7 +173,7 @@ def test_missing_and_empty_manifests(tmp_path):
     with pytest.raises(DataError, match="not found") as error:
         read_manifest(tmp_path / "nope.csv")
     assert "docs/data.md" in str(error.value) and "bilatcf data synth" in str(error.value)
-    assert "data index" not in str(error.value)
+    assert "bilatcf data index --dataset NAME" in str(error.value)
     _write_rows(tmp_path / "m.csv", [])
     with pytest.raises(DataError, match="no rows"):
         read_manifest(tmp_path / "m.csv")
