@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bilatcf.cli import main
-from bilatcf.data.adapters import ADAPTERS, IndexOptions, get_adapter, index_dataset
+from bilatcf.data.adapters import ADAPTERS, ALIASES, IndexOptions, get_adapter, index_dataset
 from bilatcf.data.dicom_tags import NotDicomError, read_header, side_from_text, unusable_reason, view_from_text
 from bilatcf.data.manifest import MANIFEST_COLUMNS, OPTIONAL_COLUMNS, check_manifest, read_manifest, write_manifest
 from bilatcf.data.pairing import make_pairs
@@ -455,3 +455,17 @@ def test_cli_index_refuses_a_folder_without_any_usable_image(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no usable image found" in err and "readme.txt: not a DICOM file" in err
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_every_adapter_has_a_data_config_the_datamodule_accepts():
+    import yaml
+
+    from bilatcf.data.datamodule import BilateralDataModule
+
+    config_name = {adapter: alias for alias, adapter in ALIASES.items()}
+    for name in ADAPTERS:
+        path = Path(__file__).resolve().parents[1] / "configs" / "data" / f"{config_name.get(name, name)}.yaml"
+        config = yaml.safe_load(path.read_text())
+        assert config["class_path"] == "bilatcf.data.datamodule.BilateralDataModule", path
+        assert config["init_args"]["source"] == "manifest" and config["init_args"]["manifest"], path
+        BilateralDataModule(**config["init_args"])  # every option is checked here, before any data is read

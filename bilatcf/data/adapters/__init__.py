@@ -54,4 +54,4 @@ def index_dataset(name: str, options: IndexOptions) -> IndexResult:
     return adapter.index(options)
 
 
-__all__ = ["ADAPTERS", "Adapter", "IndexOptions", "IndexResult", "Problem", "get_adapter", "index_dataset"]
+__all__ = ["ADAPTERS", "ALIASES", "Adapter", "IndexOptions", "IndexResult", "Problem", "get_adapter", "index_dataset"]
