@@ -469,3 +469,23 @@ def test_every_adapter_has_a_data_config_the_datamodule_accepts():
         assert config["class_path"] == "bilatcf.data.datamodule.BilateralDataModule", path
         assert config["init_args"]["source"] == "manifest" and config["init_args"]["manifest"], path
         BilateralDataModule(**config["init_args"])  # every option is checked here, before any data is read
+
+
+@pytest.mark.parametrize(
+    ("category", "seeds", "from_4b"),
+    [
+        ("1", (0, 0), (0, 0)),
+        ("BI-RADS 2", (1, 0), (1, 0)),
+        ("3.0", (1, 0), (1, 0)),
+        ("4a", (1, 1), (1, 0)),
+        ("4B", (1, 1), (1, 1)),
+        ("5", (1, 1), (1, 1)),
+        ("6", (1, 1), (1, 1)),
+        ("0", (-1, -1), (-1, -1)),
+        ("", (-1, -1), (-1, -1)),
+    ],
+)
+def test_birads_policy(category, seeds, from_4b):
+    from bilatcf.data.adapters.base import birads_labels
+
+    assert birads_labels(category) == seeds and birads_labels(category, malignant_from="4b") == from_4b

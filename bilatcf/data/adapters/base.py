@@ -106,32 +106,43 @@ class Adapter:
     takes: frozenset[str] = frozenset()  # of {"masks_dir", "labels"}
 
 
-def birads_labels(category: str, malignant_from: int = 4) -> tuple[int, int]:
+def birads_labels(category: str, malignant_from: str = "4a") -> tuple[int, int]:
     """(abnormal, malignant) from a BI-RADS category (``"4b"``, ``"BI-RADS 5"``, ``"3.0"``).
 
-    1 → no finding (0, 0); 2, 3 → a finding judged benign (1, 0); categories from ``malignant_from`` up (4a, 4b, 4c,
-    5, 6 by default: "BI-RADS > 3", the seeds' protocol) → (1, 1); 0 (incomplete, needs work-up) and anything else
-    → unknown (-1, -1).
+    1 → no finding (0, 0); 2, 3 → a finding judged benign (1, 0); categories from ``malignant_from`` up → (1, 1): by
+    default 4a, 4b, 4c, 5 and 6, "BI-RADS > 3", the seeds' protocol (``"4b"`` makes 4a benign); 0 (incomplete,
+    needs work-up) and anything else → unknown (-1, -1).
     """
-    rank = birads_rank(category)
-    if rank is None or rank == 0:
+    order, threshold = birads_order(category), birads_order(malignant_from)
+    if threshold is None:
+        raise ConfigError(f"malignant_from={malignant_from!r} is not a BI-RADS category (e.g. '4a', '4b', '5').")
+    if order is None or order == 0:
         return -1, -1
-    if rank == 1:
+    if order == 1:
         return 0, 0
-    return 1, int(rank >= malignant_from)
+    return 1, int(order >= threshold)
 
 
-def birads_rank(category: str) -> int | None:
-    """The BI-RADS category number (4a/4b/4c → 4), or None when the text is not a category."""
+def birads_order(category: str) -> float | None:
+    """A number that orders BI-RADS categories, subcategories included (4 and 4a → 4.0, 4b → 4.1, 4c → 4.2), or None
+    when the text is not a category."""
     text = category.strip().upper().removeprefix("BI-RADS").removeprefix("BIRADS").strip()
-    text = text.rstrip("ABC") if text[:1] == "4" else text
+    sub = 0.0
+    if text[:1] == "4" and text[1:] in ("A", "B", "C"):
+        text, sub = "4", {"A": 0.0, "B": 0.1, "C": 0.2}[text[1:]]
     try:
         value = float(text)
     except ValueError:
         return None
     if not math.isfinite(value) or value != int(value) or not 0 <= value <= 6:
         return None
-    return int(value)
+    return value + sub
+
+
+def birads_rank(category: str) -> int | None:
+    """The BI-RADS category number (4a/4b/4c → 4), or None when the text is not a category."""
+    order = birads_order(category)
+    return None if order is None else int(order)
 
 
 def birads_text(category: str) -> str:

@@ -12,7 +12,7 @@ Layout (``INbreast Release 1.0/``)::
 * Laterality and view are the CSV's, checked against the file name (a disagreement skips the image).
 * Labels (the seeds' protocol, Zhu et al. via CGN and BR-GAN: "malignant if BI-RADS > 3"): BI-RADS 1 → normal;
   2 and 3 → a benign finding (abnormal 1, malignant 0: BI-RADS 3, "probably benign", counts as benign); 4a, 4b, 4c,
-  5 and 6 → malignant (4a counts as malignant, as "> 3" says; ``malignant_from`` changes the threshold). An image
+  5 and 6 → malignant (4a counts as malignant, as "> 3" says; ``malignant_from="4b"`` makes it benign). An image
   with annotated ROIs is abnormal whatever its BI-RADS.
 * ACR density 1–4 → A–D (a blank, space-padded cell → empty).
 * Each ROI of the XML is a finding: polygons (3 points or more) are filled, one- or two-point ROIs (single
@@ -51,8 +51,8 @@ from bilatcf.errors import DataError
 
 DATASET = "inbreast"
 CSV_NAME = "INbreast.csv"
-#: Radius in pixels of the disk drawn for a one- or two-point ROI (a single calcification): at INbreast's 70 µm
-#: pixels, 3 px is a 0.4 mm disk, the size of a microcalcification.
+#: Radius in pixels of the disk drawn for a one- or two-point ROI (a single calcification): a 7-pixel disk is about
+#: the size of a microcalcification at full-field resolution.
 POINT_RADIUS = 3
 _COLUMNS = ("Laterality", "View", "File Name", "ACR", "Bi-Rads")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -66,7 +66,7 @@ class _DicomName:
     view: str
 
 
-def index(options: IndexOptions, malignant_from: int = 4) -> IndexResult:
+def index(options: IndexOptions, malignant_from: str = "4a") -> IndexResult:
     """Index an INbreast release folder (or a folder above it)."""
     csv_path = find_file(
         options.root,
@@ -122,7 +122,7 @@ def _dicom_names(folder: Path, problems: list[Problem]) -> dict[str, _DicomName]
 
 
 def _record(
-    row: dict[str, str], name: _DicomName, where: str, problems: list[Problem], malignant_from: int
+    row: dict[str, str], name: _DicomName, where: str, problems: list[Problem], malignant_from: str
 ) -> ImageRecord | None:
     laterality, view = row["Laterality"].upper(), row["View"].upper()
     for field, value, from_name in (("Laterality", laterality, name.laterality), ("View", view, name.view)):

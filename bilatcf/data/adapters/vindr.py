@@ -51,7 +51,7 @@ _SPLITS = {"training": "train", "train": "train", "test": "test"}
 _NO_FINDING = "No Finding"
 
 
-def index(options: IndexOptions, malignant_from: int = 4) -> IndexResult:
+def index(options: IndexOptions, malignant_from: str = "4") -> IndexResult:
     """Index a VinDr-Mammo release folder (or a folder above it)."""
     breast_table = find_file(
         options.root, [BREAST_TABLE], "VinDr-Mammo table", "the release folder holds it next to images/."
@@ -81,7 +81,7 @@ def index(options: IndexOptions, malignant_from: int = 4) -> IndexResult:
 
 
 def _record(
-    row: dict[str, str], base: Path, where: str, problems: list[Problem], malignant_from: int, official_split: bool
+    row: dict[str, str], base: Path, where: str, problems: list[Problem], malignant_from: str, official_split: bool
 ) -> ImageRecord | None:
     study, image = row["study_id"], row["image_id"]
     laterality, view = row["laterality"].upper(), row["view_position"].upper()
