@@ -140,6 +140,7 @@ INBREAST_MASTECTOMY = "0a1b2c3d4e5f6071"
 INBREAST_ROIS = [
     ("Mass", ["(2.0, 3.0)", "(8.0, 3.0)", "(8.0, 9.0)", "(2.0, 9.0)"]),
     ("Calcification", ["(10.0, 12.0)"]),
+    ("Cluster", []),  # no points: left out, with a note
 ]
 
 

@@ -196,6 +196,7 @@ def test_inbreast(tmp_path):
     assert _has(reasons, "40000003_", "not listed in INbreast.csv")
     assert _has(reasons, "40000004.dcm", "no patient id")
     assert _has(reasons, "30011700.xml", "not a readable OsiriX plist", "kept without boxes")
+    assert _has(reasons, "22678694.xml", "ROI 'Cluster' has no readable Point_px list", "ROI ignored")
     assert _has(reasons, "1 of 2 patients have images of one breast only", fx.INBREAST_MASTECTOMY)
     pairs, report = make_pairs(result.records, task="malignancy")
     assert [(p.target.image_id, p.reference.image_id, p.label) for p in pairs] == [
@@ -381,6 +382,8 @@ def test_registry_and_option_checks(tmp_path):
         get_adapter("ddsm")
     with pytest.raises(ConfigError, match="--labels is not used by the vindr adapter"):
         index_dataset("vindr", IndexOptions(root=root, labels=tmp_path / "x.csv"))
+    with pytest.raises(ConfigError, match="--labels .*missing.csv is not a file"):
+        index_dataset("folder", IndexOptions(root=root, labels=tmp_path / "missing.csv"))
     inbreast = fx.inbreast(tmp_path / "inbreast")
     with pytest.raises(ConfigError, match="inside the dataset folder"):
         index_dataset("inbreast", IndexOptions(root=inbreast, masks_dir=inbreast / "masks"))
@@ -427,11 +430,11 @@ def test_cli_index_then_check(tmp_path, capsys):
     args = ["data", "index", "--dataset", "inbreast", "--root", str(root), "--out", str(out), "--masks_dir", str(masks)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "inbreast: 7 images of 2 patients" in printed and "problems: 6 (4 skipped, 2 notes)" in printed
+    assert "inbreast: 7 images of 2 patients" in printed and "problems: 7 (4 skipped, 3 notes)" in printed
     assert "contradictory laterality" in printed and f"wrote {out}" in printed
     with (tmp_path / "out" / "manifest.problems.csv").open() as handle:
         problems = list(csv.DictReader(handle))
-    assert len(problems) == 6 and {p["kept"] for p in problems} == {"0", "1"}
+    assert len(problems) == 7 and {p["kept"] for p in problems} == {"0", "1"}
     assert len(read_manifest(out)) == 7
     # The images are 16 × 12 DICOMs, so decoding reports them (too small, or no DICOM reader); the manifest is valid.
     assert main(["data", "check", str(out)]) == 1

@@ -50,6 +50,8 @@ def index_dataset(name: str, options: IndexOptions) -> IndexResult:
     for option, value in (("masks_dir", options.masks_dir), ("labels", options.labels)):
         if value is not None and option not in adapter.takes:
             raise ConfigError(f"--{option} is not used by the {adapter.name} adapter; leave it out.")
+    if options.labels is not None and not Path(options.labels).is_file():
+        raise ConfigError(f"--labels {options.labels} is not a file; give the labels table (.csv, or .xlsx for cmmd).")
     check_output_folder(options.masks_dir, root, "--masks_dir")
     return adapter.index(options)
 

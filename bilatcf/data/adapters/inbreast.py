@@ -117,6 +117,11 @@ def _dicom_names(folder: Path, problems: list[Problem]) -> dict[str, _DicomName]
                 Problem(str(path), "file name is not <File Name>_<patient>_MG_<L|R>_<view>_ANON.dcm; no patient id")
             )
             continue
+        if tokens[0] in names:
+            problems.append(
+                Problem(str(path), f"a second file for File Name {tokens[0]} ({names[tokens[0]].path.name})")
+            )
+            continue
         names[tokens[0]] = _DicomName(path, tokens[1], tokens[3].upper(), tokens[4].upper())
     return names
 
@@ -168,10 +173,11 @@ def _with_findings(
     """The record with the XML's ROIs as boxes (and a mask file); unchanged when the XML is unusable, None when the
     image itself cannot be read."""
     try:
-        rois = read_rois(annotation)
+        rois, unreadable = read_rois(annotation)
     except DataError as error:
         problems.append(Problem(str(annotation), f"{error}; the image is kept without boxes or mask", kept=True))
         return record
+    problems += [Problem(str(annotation), f"{reason}; ROI ignored", kept=True) for reason in unreadable]
     if not rois:
         return record
     record = replace(record, abnormal=1)  # annotated findings make the image abnormal whatever its BI-RADS
@@ -189,8 +195,8 @@ def _with_findings(
     for name, points in rois:
         box = draw_roi(points, shape, mask)
         if box is None:
-            where = f"ROI {name!r} lies outside the {header.columns}×{header.rows} image; ignored"
-            problems.append(Problem(str(annotation), where, kept=True))
+            reason = f"ROI {name!r} lies outside the {header.columns}×{header.rows} image; ignored"
+            problems.append(Problem(str(annotation), reason, kept=True))
         else:
             boxes.append(box)
     mask_path = ""
@@ -204,18 +210,19 @@ def _with_findings(
     return replace(record, boxes=tuple(boxes), mask_path=mask_path)
 
 
-def read_rois(path: Path) -> list[tuple[str, list[tuple[float, float]]]]:
-    """``(Name, [(x, y), ...])`` of every ROI of every image entry of an OsiriX plist export (pixel coordinates).
+def read_rois(path: Path) -> tuple[list[tuple[str, list[tuple[float, float]]]], list[str]]:
+    """``(Name, [(x, y), ...])`` of every ROI of every image entry of an OsiriX plist export (pixel coordinates), and
+    why each ROI that could not be read was left out.
 
     Raises:
-        DataError: the file is not a readable plist, or an ROI's points cannot be read.
+        DataError: the file is not a readable plist.
     """
     try:
         with open(path, "rb") as handle:
             plist = plistlib.load(handle, fmt=plistlib.FMT_XML)
     except (plistlib.InvalidFileException, ExpatError, ValueError, TypeError) as error:
         raise DataError(f"not a readable OsiriX plist ({type(error).__name__}: {error})") from error
-    rois = []
+    rois, unreadable = [], []
     images = plist.get("Images", []) if isinstance(plist, dict) else []
     for image in images:
         for roi in image.get("ROIs", []) if isinstance(image, dict) else []:
@@ -223,9 +230,10 @@ def read_rois(path: Path) -> list[tuple[str, list[tuple[float, float]]]]:
             raw = roi.get("Point_px", []) if isinstance(roi, dict) else []
             points = [_point(text) for text in raw]
             if not points or any(point is None for point in points):
-                raise DataError(f"ROI {name!r} has no readable Point_px list ({raw[:3]!r})")
-            rois.append((name, points))
-    return rois
+                unreadable.append(f"ROI {name!r} has no readable Point_px list ({raw[:3]!r})")
+            else:
+                rois.append((name, points))
+    return rois, unreadable
 
 
 def _point(text: object) -> tuple[float, float] | None:
