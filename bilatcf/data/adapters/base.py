@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bilatcf.data.dicom_tags import DicomHeader, NotDicomError, read_header, unusable_reason
 from bilatcf.data.manifest import validate_records
 from bilatcf.data.types import ImageRecord
-from bilatcf.errors import ConfigError
+from bilatcf.errors import ConfigError, DataError
 
 DENSITY_FROM_ACR = {"1": "A", "2": "B", "3": "C", "4": "D"}
 _LISTED_IDS = 5
@@ -218,13 +219,9 @@ def finish(records: list[ImageRecord], problems: list[Problem], source: str) -> 
     return IndexResult(kept, problems)
 
 
-def with_provenance(record: ImageRecord, items: Sequence[tuple[str, str]]) -> ImageRecord:
-    """Add ``field=source`` items to a record's provenance."""
-    extra = ";".join(f"{name}={source}" for name, source in items)
-    return replace(record, provenance=";".join(filter(None, (record.provenance, extra))))
-
-
-def dicom_headers(root: Path, problems: list[Problem], suffixes: tuple[str, ...] | None = None, skip=()):
+def dicom_headers(
+    root: Path, problems: list[Problem], suffixes: tuple[str, ...] | None = None, skip: Iterable[Path] = ()
+) -> list[tuple[Path, DicomHeader]]:
     """The DICOM headers of the files below ``root`` (sorted), each file that is not a usable mammogram a problem.
 
     Args:
@@ -238,8 +235,6 @@ def dicom_headers(root: Path, problems: list[Problem], suffixes: tuple[str, ...]
     Returns:
         ``(path, header)`` of the usable mammograms.
     """
-    from bilatcf.data.dicom_tags import NotDicomError, read_header, unusable_reason
-    from bilatcf.errors import DataError
 
     skipped = {os.path.abspath(path) for path in skip}
     found = []
