@@ -46,7 +46,7 @@ COMMANDS = {
     "test": "evaluate a checkpoint on the test split of the data it was trained on: metrics table and metrics.json",
     "predict": "write predictions.csv and heatmaps of a checkpoint for the test split",
     "list": "list the registered models, one line each, with their paper",
-    "data": "synthetic data, manifests and the image cache (synth, preview, check, cache)",
+    "data": "synthetic data, dataset manifests and the image cache (synth, preview, index, check, cache)",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 _EXTRA_COMMANDS = ("list", "data")

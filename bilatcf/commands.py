@@ -12,6 +12,7 @@ import numpy as np
 from bilatcf.errors import DataError
 
 PREVIEW_PATIENTS = 48  # patients `bilatcf data preview` chooses its pairs from
+INDEX_PROBLEMS_SHOWN = 20  # problems `bilatcf data index` prints; all of them go to the problems file
 
 
 def run_list(args: list[str]) -> int:
@@ -29,8 +30,10 @@ def run_list(args: list[str]) -> int:
 
 
 def run_data(args: list[str]) -> int:
-    """``bilatcf data synth|preview|check|cache``."""
-    parser = argparse.ArgumentParser(prog="bilatcf data", description="Synthetic data, manifests and the image cache.")
+    """``bilatcf data synth|preview|index|check|cache``."""
+    parser = argparse.ArgumentParser(
+        prog="bilatcf data", description="Synthetic data, dataset manifests and the image cache."
+    )
     sub = parser.add_subparsers(dest="action", required=True)
 
     synth = sub.add_parser("synth", help="write the synthetic dataset as image files + a canonical manifest.csv")
@@ -48,6 +51,26 @@ def run_data(args: list[str]) -> int:
     _add_synthetic_options(preview)
     preview.add_argument("--out", default="synthetic_preview.png")
     preview.add_argument("--view", default="CC", choices=("CC", "MLO"))
+
+    index = sub.add_parser(
+        "index", help="read a public dataset as downloaded (nothing is written into it) and write its manifest"
+    )
+    index.add_argument(
+        "--dataset",
+        required=True,
+        help="inbreast, cbis (or cbis_ddsm), vindr, rsna, cmmd, or folder (any folder of MG DICOMs)",
+    )
+    index.add_argument("--root", required=True, help="the dataset folder as downloaded (read only)")
+    index.add_argument("--out", required=True, help="the manifest CSV to write")
+    index.add_argument("--masks_dir", default=None, help="inbreast: folder for the lesion masks rasterised from AllXML")
+    index.add_argument("--labels", default=None, help="cmmd: the clinical sheet (.xlsx/.csv); folder: a labels CSV")
+    index.add_argument(
+        "--no_official_split",
+        action="store_true",
+        help="leave the split column empty (bilatcf then deals out a patient-wise 8:1:1 split) instead of keeping "
+        "the dataset's own train/test split",
+    )
+    index.add_argument("--force", action="store_true", help="overwrite an existing manifest and masks")
 
     check = sub.add_parser(
         "check", help="validate a manifest, decode every image and mask once, report pairing (the data is not touched)"
@@ -78,7 +101,8 @@ def run_data(args: list[str]) -> int:
     cache.add_argument("--clear", action="store_true")
 
     ns = parser.parse_args(args)
-    return {"synth": _synth, "preview": _preview, "check": _check, "cache": _cache}[ns.action](ns)
+    actions = {"synth": _synth, "preview": _preview, "index": _index, "check": _check, "cache": _cache}
+    return actions[ns.action](ns)
 
 
 def _add_synthetic_options(parser: argparse.ArgumentParser) -> None:
@@ -178,6 +202,58 @@ def _preview(ns: argparse.Namespace) -> int:
     )
     path = synthetic_preview(generate(config), ns.out, view=ns.view)
     print(f"wrote {path}")
+    return 0
+
+
+def _index(ns: argparse.Namespace) -> int:
+    """Index a dataset folder into a manifest; print the counts and the problems, write them all next to it."""
+    import csv
+    import io
+
+    from bilatcf.data.adapters import IndexOptions, get_adapter, index_dataset
+    from bilatcf.data.adapters.base import check_output_folder
+    from bilatcf.data.io import atomic_write
+    from bilatcf.data.manifest import write_manifest
+
+    adapter = get_adapter(ns.dataset)
+    out, root = Path(ns.out), Path(ns.root)
+    masks = Path(ns.masks_dir) if ns.masks_dir else None
+    check_output_folder(out, root, "--out")
+    if out.exists() and not ns.force:
+        raise DataError(f"{out} already exists; pass --force to overwrite it, or choose another --out.")
+    if masks is not None and masks.is_dir() and any(masks.iterdir()) and not ns.force:
+        raise DataError(
+            f"--masks_dir {masks} is not empty; pass --force to overwrite its masks, or choose a new folder."
+        )
+    options = IndexOptions(
+        root=root,
+        masks_dir=masks,
+        labels=Path(ns.labels) if ns.labels else None,
+        official_split=not ns.no_official_split,
+    )
+    result = index_dataset(adapter.name, options)
+    problems_file = out.with_name(f"{out.stem}.problems.csv")
+    if not result.records:
+        shown = "\n".join(f"  - {problem}" for problem in result.problems[:INDEX_PROBLEMS_SHOWN])
+        raise DataError(
+            f"no usable image found in {root} by the {adapter.name} adapter ({len(result.problems)} problem(s)):\n"
+            f"{shown}\nCheck --root and --dataset (docs/data.md, 'Real datasets', shows each layout)."
+        )
+    write_manifest(result.records, out)
+    if result.problems:
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(("where", "reason", "kept"))
+        writer.writerows((problem.where, problem.reason, int(problem.kept)) for problem in result.problems)
+        atomic_write(problems_file, text.getvalue().encode("utf-8"))
+    else:
+        problems_file.unlink(missing_ok=True)  # the one of the manifest just replaced
+    for problem in result.problems[:INDEX_PROBLEMS_SHOWN]:
+        print(f"  - {problem}")
+    if len(result.problems) > INDEX_PROBLEMS_SHOWN:
+        print(f"  ... and {len(result.problems) - INDEX_PROBLEMS_SHOWN} more")
+    print(f"{adapter.name}: {result.summary()}")
+    print(f"wrote {out}" + (f"; every problem is listed in {problems_file}" if result.problems else ""))
     return 0
 
 

@@ -79,7 +79,7 @@ def test_manifest_source_needs_a_manifest():
     with pytest.raises(ConfigError, match="--data.manifest") as error:
         BilateralDataModule(source="manifest")
     assert "docs/data.md" in str(error.value) and "bilatcf data synth" in str(error.value)
-    assert "data index" not in str(error.value)
+    assert "bilatcf data index --dataset NAME" in str(error.value)
 
 
 def test_manifest_source_reads_image_files(tmp_path):

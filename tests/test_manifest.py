@@ -163,7 +163,7 @@ def test_header_problems(tmp_path):
 
 
 def test_row_with_more_cells_than_the_header(tmp_path):
-    text = ",".join(MANIFEST_COLUMNS) + "\ntoy,p1,s1,a,a.png,L,CC,1,0,,,,[[1,2,3,4]],\n"
+    text = ",".join(MANIFEST_COLUMNS) + "\ntoy,p1,s1,a,a.png,L,CC,1,0,,,,[[1,2,3,4]],,\n"
     (tmp_path / "m.csv").write_text(text)
     with pytest.raises(DataError, match="row 2: 3 cell"):
         read_manifest(tmp_path / "m.csv", check_files=False)
@@ -173,7 +173,7 @@ def test_missing_and_empty_manifests(tmp_path):
     with pytest.raises(DataError, match="not found") as error:
         read_manifest(tmp_path / "nope.csv")
     assert "docs/data.md" in str(error.value) and "bilatcf data synth" in str(error.value)
-    assert "data index" not in str(error.value)
+    assert "bilatcf data index --dataset NAME" in str(error.value)
     _write_rows(tmp_path / "m.csv", [])
     with pytest.raises(DataError, match="no rows"):
         read_manifest(tmp_path / "m.csv")

@@ -309,8 +309,9 @@ class BilateralDataModule(_StagedDataModule):
         if source == "manifest" and not manifest:
             raise ConfigError(
                 "--data.source manifest needs --data.manifest PATH: a CSV with one row per image in the canonical "
-                "format (its columns are described in docs/data.md, 'Manifest columns'). `bilatcf data synth --out "
-                "DIR` writes an example manifest with its image files."
+                "format (its columns are described in docs/data.md, 'Manifest columns'). `bilatcf data index "
+                "--dataset NAME --root DIR --out manifest.csv` writes one for a public dataset as downloaded; "
+                "`bilatcf data synth --out DIR` writes an example manifest with its image files."
             )
         _check_image_size(image_size)
         _check_integer("batch_size", batch_size, 1, "pairs per batch (per process)")

@@ -35,7 +35,10 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "split",
     "boxes",
     "mask_path",
+    "provenance",
 )
+#: Columns a manifest may lack: manifests written before the column existed stay readable (the cells read as empty).
+OPTIONAL_COLUMNS: tuple[str, ...] = ("provenance",)
 SPLITS = ("train", "val", "test")
 DENSITIES = ("A", "B", "C", "D")
 _REQUIRED = ("dataset", "patient_id", "image_id", "path")
@@ -98,7 +101,8 @@ def check_manifest(path: str | Path, root: str | Path | None = None, check_files
     if not path.is_file():
         raise DataError(
             f"manifest {path} not found; point to an existing CSV in the canonical format (its columns are described "
-            "in docs/data.md, 'Manifest columns'). `bilatcf data synth --out DIR` writes an example manifest."
+            "in docs/data.md, 'Manifest columns'). `bilatcf data index --dataset NAME --root DIR --out manifest.csv` "
+            "writes one for a public dataset as downloaded; `bilatcf data synth --out DIR` writes an example."
         )
     root = Path(root) if root is not None else path.parent
     with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -142,11 +146,14 @@ def _record_to_row(record: ImageRecord) -> dict[str, str]:
 
 
 def _header_problems(header: list[str], name: str) -> list[str]:
-    missing = [column for column in MANIFEST_COLUMNS if column not in header]
+    missing = [column for column in MANIFEST_COLUMNS if column not in header and column not in OPTIONAL_COLUMNS]
     extra = [column for column in header if column not in MANIFEST_COLUMNS]
     problems = []
     if missing:
-        problems.append(f"{name}: missing column(s) {missing} — fix: the header must be {','.join(MANIFEST_COLUMNS)}")
+        problems.append(
+            f"{name}: missing column(s) {missing} — fix: the header must be {','.join(MANIFEST_COLUMNS)} "
+            f"({', '.join(OPTIONAL_COLUMNS)} may be left out)"
+        )
     if extra:
         problems.append(
             f"{name}: unknown column(s) {extra} — fix: remove them or rename them to manifest columns "
@@ -199,9 +206,12 @@ def _parse_row(row: dict[str | None, str], where: str) -> tuple[ImageRecord | No
             f"{where}, column 'split': {cells['split']!r} is not train, val or test — fix: use one of "
             "them, or leave it empty to let bilatcf assign patient-wise splits"
         )
-    boxes, box_problem = _parse_boxes(cells["boxes"])
+    boxes, box_problem = parse_boxes(cells["boxes"])
     if box_problem:
         problems.append(f"{where}, column 'boxes': {box_problem}")
+    provenance_problem = _provenance_problem(cells["provenance"])
+    if provenance_problem:
+        problems.append(f"{where}, column 'provenance': {provenance_problem}")
     if problems:
         return None, problems
     record = ImageRecord(
@@ -219,11 +229,12 @@ def _parse_row(row: dict[str | None, str], where: str) -> tuple[ImageRecord | No
         split=split,
         boxes=boxes,
         mask_path=cells["mask_path"],
+        provenance=cells["provenance"],
     )
     return record, []
 
 
-def _parse_boxes(text: str) -> tuple[tuple[tuple[float, float, float, float], ...], str]:
+def parse_boxes(text: str) -> tuple[tuple[tuple[float, float, float, float], ...], str]:
     """Parse the JSON box list; return (boxes, problem) with an empty problem when valid."""
     if not text:
         return (), ""
@@ -248,6 +259,18 @@ def _parse_boxes(text: str) -> tuple[tuple[tuple[float, float, float, float], ..
             return (), f"box {box!r} is not 4 numbers with x0 < x1 and y0 < y1 — {fix}"
         boxes.append(tuple(float(v) for v in box))
     return tuple(boxes), ""
+
+
+def _provenance_problem(text: str) -> str:
+    """Provenance is ``column=source`` items joined by ``;`` (empty: every field came from its primary source)."""
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        column, _, source = item.partition("=")
+        if column.strip() not in MANIFEST_COLUMNS or not source.strip():
+            return (
+                f"{item!r} is not column=source — fix: write items like 'laterality=SeriesDescription' joined by ';' "
+                "(the column is a manifest column), or leave the cell empty"
+            )
+    return ""
 
 
 def _resolve_paths(record: ImageRecord, root: Path) -> ImageRecord:

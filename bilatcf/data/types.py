@@ -19,7 +19,10 @@ from bilatcf.errors import DataError
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 LATERALITIES = ("L", "R")
-VIEWS = ("CC", "MLO", "ML", "LM", "AT", "XCCL", "XCCM", "FB", "OTHER")
+# The ACR abbreviations of the mammography views (DICOM CID 4014, plus the axillary-tail and cleavage views of CID 4015
+# that ViewPosition also carries); OTHER for anything else. Pairing matches views by name, so a view is never merged
+# into another one.
+VIEWS = ("CC", "MLO", "ML", "LM", "LMO", "AT", "XCC", "XCCL", "XCCM", "FB", "SIO", "ISO", "CV", "OTHER")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class ImageRecord:
     split: str = ""  # train | val | test | "" (assigned by bilatcf.data.splits)
     boxes: tuple[Box, ...] = ()
     mask_path: str = ""
+    provenance: str = ""  # fallbacks used to fill fields, e.g. "laterality=SeriesDescription;view=filename"
 
     @property
     def pair_key(self) -> tuple[str, str, str, str]:
