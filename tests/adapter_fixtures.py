@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import plistlib
-import zipfile
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -95,40 +93,21 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]], delimiter: s
 
 
 def write_xlsx(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    """A minimal one-sheet workbook: text cells in the shared-string table, numbers as numbers (as Excel saves)."""
-    strings: list[str] = []
+    """A one-sheet workbook, numbers stored as numbers (as Excel saves a typed-in sheet) and empty cells left out."""
+    import openpyxl
 
-    def cell(ref: str, value: str) -> str:
+    def cell(value: str) -> object:
         try:
-            float(value)
+            number = float(value)
         except ValueError:
-            if value not in strings:
-                strings.append(value)
-            return f'<c r="{ref}" t="s"><v>{strings.index(value)}</v></c>'
-        return f'<c r="{ref}"><v>{value}</v></c>'
+            return value if value != "" else None
+        return int(number) if number.is_integer() and "." not in value else number
 
-    lines = []
-    for number, values in enumerate([header, *rows], start=1):
-        cells = "".join(cell(f"{chr(ord('A') + i)}{number}", v) for i, v in enumerate(values) if v != "")
-        lines.append(f'<row r="{number}">{cells}</row>')
-    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
-    relations = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
-    shared = "".join(f"<si><t>{escape(text)}</t></si>" for text in strings)
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr(
-            "xl/workbook.xml",
-            f'<workbook xmlns="{main}" xmlns:r="{relations}"><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/>'
-            "</sheets></workbook>",
-        )
-        archive.writestr(
-            "xl/_rels/workbook.xml.rels",
-            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-            '<Relationship Id="rId1" Type="worksheet" Target="worksheets/sheet1.xml"/></Relationships>',
-        )
-        archive.writestr(
-            "xl/worksheets/sheet1.xml", f'<worksheet xmlns="{main}"><sheetData>{"".join(lines)}</sheetData></worksheet>'
-        )
-        archive.writestr("xl/sharedStrings.xml", f'<sst xmlns="{main}">{shared}</sst>')
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    for values in [header, *rows]:
+        sheet.append([cell(v) for v in values])
+    workbook.save(path)
     return path
 
 

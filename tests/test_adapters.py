@@ -436,9 +436,11 @@ def test_cli_index_then_check(tmp_path, capsys):
         problems = list(csv.DictReader(handle))
     assert len(problems) == 7 and {p["kept"] for p in problems} == {"0", "1"}
     assert len(read_manifest(out)) == 7
-    # The images are 16 × 12 DICOMs, so decoding reports them (too small, or no DICOM reader); the manifest is valid.
-    assert main(["data", "check", str(out)]) == 1
-    assert "7 images checked, 0 manifest problem(s)" in capsys.readouterr().out
+    # The images are 16 × 12 DICOMs, smaller than any model input (32 × 16): every file decodes, and the check
+    # reports each as too small (exit 1); the manifest itself has no problem.
+    assert main(["data", "check", str(out), "--image_size", "32", "16"]) == 1
+    printed = capsys.readouterr().out
+    assert "7 images checked, 0 manifest problem(s)" in printed and "smaller than" in printed
     assert main(args) == 2
     assert "already exists; pass --force" in capsys.readouterr().err
     assert main([*args, "--force"]) == 0

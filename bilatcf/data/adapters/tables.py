@@ -1,26 +1,15 @@
-"""Reading the tables datasets ship: CSV (any delimiter, UTF-8 or Latin-1) and Excel ``.xlsx`` without extra packages.
-
-CMMD's clinical sheet is distributed as ``.xlsx`` only. An ``.xlsx`` file is a zip of XML parts (ECMA-376): the
-workbook lists its sheets, each sheet lists rows of cells, and text cells usually point into a shared-string table.
-Reading the first sheet's cell values needs nothing beyond the standard library, so the adapters do not depend on an
-Excel package.
+"""Reading the tables datasets ship: CSV (any delimiter, UTF-8 or Latin-1) and Excel ``.xlsx`` (CMMD's clinical
+sheet is distributed as ``.xlsx`` only), the latter with openpyxl.
 """
 
 from __future__ import annotations
 
 import csv
-import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from xml.etree import ElementTree
 
 from bilatcf.errors import DataError
-
-_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
-_RELATIONSHIP = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
-_PACKAGE_RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
-_COLUMN = re.compile(r"^([A-Z]+)")
 
 Rows = list[tuple[int, dict[str, str]]]
 
@@ -80,61 +69,23 @@ def _csv_rows(path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
 
 
 def _xlsx_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """The first sheet's rows as text: whole numbers without a decimal point (Excel stores ids and ages as numbers)."""
+    import openpyxl
+
     try:
-        with zipfile.ZipFile(path) as archive:
-            shared = _shared_strings(archive)
-            sheet = ElementTree.fromstring(archive.read(_first_sheet(archive)))
-    except (zipfile.BadZipFile, KeyError, ElementTree.ParseError) as error:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as error:
         raise DataError(f"{path}: not a readable .xlsx workbook ({error}); save it again as .xlsx or .csv.") from error
-    rows = []
-    for position, row in enumerate(sheet.iter(f"{_MAIN}row"), start=1):
-        values: dict[int, str] = {}
-        for cell in row.iter(f"{_MAIN}c"):
-            match = _COLUMN.match(cell.get("r", ""))
-            column = _column_index(match.group(1)) if match else len(values)
-            values[column] = _cell_value(cell, shared)
-        width = max(values) + 1 if values else 0
-        rows.append((int(row.get("r", position)), [values.get(i, "") for i in range(width)]))
-    return rows
+    try:
+        sheet = workbook.worksheets[0]
+        return [(number, [_text(value) for value in values]) for number, values in enumerate(sheet.values, start=1)]
+    finally:
+        workbook.close()
 
 
-def _shared_strings(archive: zipfile.ZipFile) -> list[str]:
-    if "xl/sharedStrings.xml" not in archive.namelist():
-        return []
-    root = ElementTree.fromstring(archive.read("xl/sharedStrings.xml"))
-    # A string is its <t> text, or the <t> of its rich-text runs <r>; phonetic hints (<rPh>) are not part of it.
-    return [
-        "".join(t.text or "" for t in item.findall(f"{_MAIN}t") + item.findall(f"{_MAIN}r/{_MAIN}t"))
-        for item in root.findall(f"{_MAIN}si")
-    ]
-
-
-def _first_sheet(archive: zipfile.ZipFile) -> str:
-    workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
-    sheet = workbook.find(f"{_MAIN}sheets/{_MAIN}sheet")
-    if sheet is not None and "xl/_rels/workbook.xml.rels" in archive.namelist():
-        relations = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
-        for relation in relations.iter(f"{_PACKAGE_RELS}Relationship"):
-            if relation.get("Id") == sheet.get(_RELATIONSHIP):
-                target = relation.get("Target", "").lstrip("/")
-                return target if target.startswith("xl/") else f"xl/{target}"
-    return "xl/worksheets/sheet1.xml"
-
-
-def _cell_value(cell: ElementTree.Element, shared: list[str]) -> str:
-    kind = cell.get("t", "n")
-    if kind == "inlineStr":
-        return "".join(t.text or "" for t in cell.iter(f"{_MAIN}t"))
-    value = cell.findtext(f"{_MAIN}v") or ""
-    if kind == "s":
-        return shared[int(value)] if value.isdigit() and int(value) < len(shared) else ""
-    if kind == "b":
-        return "TRUE" if value == "1" else "FALSE"
-    return value
-
-
-def _column_index(letters: str) -> int:
-    index = 0
-    for letter in letters:
-        index = index * 26 + ord(letter) - ord("A") + 1
-    return index - 1
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
