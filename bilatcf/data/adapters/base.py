@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bilatcf.data.dicom_tags import DicomHeader, NotDicomError, read_header, unusable_reason
 from bilatcf.data.manifest import validate_records
-from bilatcf.data.types import ImageRecord
+from bilatcf.data.types import VIEWS, ImageRecord
 from bilatcf.errors import ConfigError, DataError
 
 DENSITY_FROM_ACR = {"1": "A", "2": "B", "3": "C", "4": "D"}
@@ -152,6 +152,29 @@ def birads_text(category: str) -> str:
     if text.endswith(".0"):
         text = text[:-2]
     return text.lower()
+
+
+def side_and_view(
+    laterality: str, view: str, where: str, problems: list[Problem], names: tuple[str, str] = ("laterality", "view")
+) -> tuple[str, str] | None:
+    """(L|R, view) from a table's cells, upper-cased; None with a problem when either is not one the manifest knows.
+    ``names``: the table's column names, for the message."""
+    laterality, view = laterality.strip().upper(), view.strip().upper()
+    if laterality not in ("L", "R"):
+        problems.append(Problem(where, f"{names[0]} {laterality!r} is not L or R"))
+        return None
+    if view not in VIEWS:
+        problems.append(Problem(where, f"unknown {names[1]} {view!r} (known: {', '.join(VIEWS)})"))
+        return None
+    return laterality, view
+
+
+def existing_file(path: Path, where: str, problems: list[Problem]) -> bool:
+    """Whether the image file a table row names exists; a problem when it does not."""
+    if path.is_file():
+        return True
+    problems.append(Problem(where, f"image file {path} not found"))
+    return False
 
 
 def numeric_text(value: str) -> str:

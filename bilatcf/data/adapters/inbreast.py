@@ -42,11 +42,12 @@ from bilatcf.data.adapters.base import (
     birads_text,
     finish,
     numeric_text,
+    side_and_view,
 )
 from bilatcf.data.adapters.tables import find_file, read_table
 from bilatcf.data.dicom_tags import read_header
 from bilatcf.data.io import atomic_write
-from bilatcf.data.types import VIEWS, Box, ImageRecord
+from bilatcf.data.types import Box, ImageRecord
 from bilatcf.errors import DataError
 
 DATASET = "inbreast"
@@ -139,12 +140,10 @@ def _record(
                 )
             )
             return None
-    if laterality not in ("L", "R"):
-        problems.append(Problem(where, f"Laterality {laterality!r} is not L or R"))
+    location = side_and_view(laterality, view, where, problems, ("Laterality", "View"))
+    if location is None:
         return None
-    if view not in VIEWS:
-        problems.append(Problem(where, f"unknown View {view!r} (known: {', '.join(VIEWS)})"))
-        return None
+    laterality, view = location
     birads = birads_text(row["Bi-Rads"])
     abnormal, malignant = birads_labels(birads, malignant_from)
     if abnormal == -1:

@@ -33,11 +33,13 @@ from bilatcf.data.adapters.base import (
     Problem,
     absolute,
     birads_text,
+    existing_file,
     finish,
     numeric_text,
+    side_and_view,
 )
 from bilatcf.data.adapters.tables import find_file, read_table
-from bilatcf.data.types import VIEWS, ImageRecord
+from bilatcf.data.types import ImageRecord
 
 DATASET = "rsna"
 _COLUMNS = ("patient_id", "image_id", "laterality", "view", "cancer")
@@ -83,17 +85,11 @@ def index(options: IndexOptions) -> IndexResult:
 
 def _record(row: dict[str, str], base, where: str, problems: list[Problem]) -> ImageRecord | None:
     patient, image = numeric_text(row["patient_id"]), numeric_text(row["image_id"])
-    laterality, view = row["laterality"].upper(), row["view"].upper()
-    if laterality not in ("L", "R"):
-        problems.append(Problem(where, f"laterality {row['laterality']!r} is not L or R"))
-        return None
-    if view not in VIEWS:
-        problems.append(Problem(where, f"unknown view {row['view']!r} (known: {', '.join(VIEWS)})"))
-        return None
+    location = side_and_view(row["laterality"], row["view"], where, problems)
     path = base / "train_images" / patient / f"{image}.dcm"
-    if not path.is_file():
-        problems.append(Problem(where, f"image file {path} not found"))
+    if location is None or not existing_file(path, where, problems):
         return None
+    laterality, view = location
     birads = birads_text(row.get("BIRADS", ""))
     abnormal, malignant = _labels(row, birads)
     if malignant == -1:

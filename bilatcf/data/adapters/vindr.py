@@ -37,10 +37,12 @@ from bilatcf.data.adapters.base import (
     absolute,
     birads_labels,
     birads_text,
+    existing_file,
     finish,
+    side_and_view,
 )
 from bilatcf.data.adapters.tables import find_file, read_table
-from bilatcf.data.types import VIEWS, Box, ImageRecord
+from bilatcf.data.types import Box, ImageRecord
 
 DATASET = "vindr"
 BREAST_TABLE = "breast-level_annotations.csv"
@@ -84,17 +86,11 @@ def _record(
     row: dict[str, str], base: Path, where: str, problems: list[Problem], malignant_from: str, official_split: bool
 ) -> ImageRecord | None:
     study, image = row["study_id"], row["image_id"]
-    laterality, view = row["laterality"].upper(), row["view_position"].upper()
-    if laterality not in ("L", "R"):
-        problems.append(Problem(where, f"laterality {row['laterality']!r} is not L or R"))
-        return None
-    if view not in VIEWS:
-        problems.append(Problem(where, f"unknown view_position {row['view_position']!r} (known: {', '.join(VIEWS)})"))
-        return None
+    location = side_and_view(row["laterality"], row["view_position"], where, problems, ("laterality", "view_position"))
     path = base / "images" / study / f"{image}.dicom"
-    if not path.is_file():
-        problems.append(Problem(where, f"image file {path} not found"))
+    if location is None or not existing_file(path, where, problems):
         return None
+    laterality, view = location
     birads = birads_text(row["breast_birads"])
     abnormal, malignant = birads_labels(birads, malignant_from)
     if abnormal == -1:
