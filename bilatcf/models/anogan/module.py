@@ -39,7 +39,7 @@ def stacked_domains(batch: BilateralBatch) -> tuple[Tensor, Tensor, Tensor]:
 
     The domains are CycleGAN's (:func:`~bilatcf.models.cyclegan.module.domain_masks`): abnormal = targets with a lesion;
     normal = truly lesion-free targets and references. A reference identical to its target (the unilateral toy presets,
-    whose batches repeat the image as its own reference) is left out of both, so each image counts once.
+    whose batches repeat the image as its own reference) is left out of the normal domain, so each image counts once.
     """
     abnormal, normal = domain_masks(batch)
     itself = (batch.reference == batch.target).flatten(1).all(dim=1)
