@@ -1,3 +1,16 @@
 """Every method of the zoo. Importing this package registers them all (explicit imports: deterministic registry)."""
 
-from bilatcf.models import _template, brgan, cgn, cyclegan, fixedpoint, gf, sbf, sff, vanilla  # noqa: F401
+from bilatcf.models import (  # noqa: F401
+    _template,
+    anogan,
+    brgan,
+    cgn,
+    cyclegan,
+    fanogan,
+    fixedpoint,
+    gf,
+    sbf,
+    sff,
+    vagan,
+    vanilla,
+)

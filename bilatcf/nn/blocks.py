@@ -328,7 +328,9 @@ class WGANCritic(nn.Module):
         for n in range(num_down):
             layers += [_AdaptiveStrideConv(widths[n], widths[n + 1], min_size=1, bias=True), _activation("leaky_relu")]
         self.body = nn.Sequential(*layers)
-        self.head = nn.Conv2d(widths[-1], 1, 3, padding=1)
+        # No bias: a Wasserstein loss weighs real and generated scores equally, so a constant offset cancels and its
+        # gradient is exactly 0 (a bias would never learn, or drift on rounding noise under Adam).
+        self.head = nn.Conv2d(widths[-1], 1, 3, padding=1, bias=False)
 
     def features(self, x: Tensor) -> Tensor:
         """The last hidden feature map [B, C, h, w]."""
