@@ -7,6 +7,7 @@ loading is excluded: this measures the method. Results go to ``benchmarks/result
 
     python benchmarks/speed.py                       # every model, resnet18, 128×64, batch 16
     python benchmarks/speed.py --models sbf cgn --backbone test_resnet --steps 5
+    python benchmarks/speed.py --name speed-image --models cyclegan fixedpoint --steps 2 --warmup 1   # own table
 """
 
 from __future__ import annotations
@@ -141,10 +142,10 @@ def render_markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_docs(markdown: str) -> None:
+def update_docs(markdown: str, name: str = "speed") -> None:
     docs = REPO / "docs" / "benchmarks.md"
     text = docs.read_text()
-    start, end = "<!-- speed:start -->", "<!-- speed:end -->"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if start in text and end in text:
         head, rest = text.split(start, 1)
         docs.write_text(f"{head}{start}\n{markdown}{end}{rest.split(end, 1)[1]}")
@@ -158,6 +159,9 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--name", default="speed", help="results name: benchmarks/results/<name>.{csv,md} and the docs markers"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one case in this process
     args = parser.parse_args()
     if args.one:
@@ -207,13 +211,13 @@ def main() -> None:
         "warmup": args.warmup,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "speed.csv", "w", newline="") as handle:
+    with open(RESULTS / f"{args.name}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=[*rows[0].keys(), "git", "date"])
         writer.writeheader()
         writer.writerows({**row, "git": meta["git"], "date": meta["date"]} for row in rows)
     markdown = render_markdown(rows, meta)
-    (RESULTS / "speed.md").write_text(markdown)
-    update_docs(markdown)
+    (RESULTS / f"{args.name}.md").write_text(markdown)
+    update_docs(markdown, args.name)
     print(markdown)
 
 
