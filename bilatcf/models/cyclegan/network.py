@@ -50,7 +50,33 @@ def masked_mean(per_sample: Tensor, mask: Tensor) -> Tensor:
     return (per_sample * mask.to(per_sample.dtype)).mean()
 
 
-class CycleGANNetwork(nn.Module):
+class CycleClassifier(nn.Module):
+    """The classifier of the translation baselines: backbone + CAM head on concat[H_T − H_C, H_T] (CGN's
+    classification module). CycleGAN's and CX-GAN's networks add their generators and discriminators to it.
+
+    Args:
+        backbone: the classifier's feature extractor.
+    """
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        channels = backbone.out_channels
+        self.backbone = backbone
+        self.head = LinearCAMHead(2 * channels, hidden=channels)
+
+    def classify(self, target: Tensor, counterfactual: Tensor) -> dict[str, Tensor]:
+        """Logits [B], CAM and features from one backbone call on [X_T; X_C] (shared batch-norm statistics)."""
+        target_features, cf_features = self.backbone(torch.cat([target, counterfactual])).chunk(2)
+        out = self.fuse(target_features, cf_features)
+        return {**out, "target_features": target_features, "cf_features": cf_features}
+
+    def fuse(self, target_features: Tensor, cf_features: Tensor) -> dict[str, Tensor]:
+        """Logits [B] and CAM of the head on concat[H_T − H_C, H_T]."""
+        logits, cam = self.head(torch.cat([target_features - cf_features, target_features], dim=1))
+        return {"logits": logits, "cam": cam}
+
+
+class CycleGANNetwork(CycleClassifier):
     """Generators G_A2N, G_N2A, discriminators D_N, D_A and the classifier (backbone + CAM head).
 
     Args:
@@ -71,11 +97,9 @@ class CycleGANNetwork(nn.Module):
         discriminator_channels: int,
         level: Level = "image",
     ) -> None:
-        super().__init__()
+        super().__init__(backbone)
         channels = backbone.out_channels
         self.level = level
-        self.backbone = backbone
-        self.head = LinearCAMHead(2 * channels, hidden=channels)
 
         def generator() -> nn.Module:
             if level == "feature":  # starts as the identity (zero-initialised output projection), as in CGN and BR-GAN
@@ -96,17 +120,6 @@ class CycleGANNetwork(nn.Module):
     def counterfactual(self, images: Tensor) -> Tensor:
         """X_C = (G_A2N(2X − 1) + 1) / 2 in [0, 1] (image level)."""
         return from_tanh_range(self.g_a2n(to_tanh_range(images)))
-
-    def classify(self, target: Tensor, counterfactual: Tensor) -> dict[str, Tensor]:
-        """Logits [B], CAM and features from one backbone call on [X_T; X_C] (shared batch-norm statistics)."""
-        target_features, cf_features = self.backbone(torch.cat([target, counterfactual])).chunk(2)
-        out = self.fuse(target_features, cf_features)
-        return {**out, "target_features": target_features, "cf_features": cf_features}
-
-    def fuse(self, target_features: Tensor, cf_features: Tensor) -> dict[str, Tensor]:
-        """Logits [B] and CAM of the head on concat[H_T − H_C, H_T]."""
-        logits, cam = self.head(torch.cat([target_features - cf_features, target_features], dim=1))
-        return {"logits": logits, "cam": cam}
 
     def forward(self, target: Tensor, reference: Tensor) -> dict[str, Tensor]:
         """The counterfactual, the explanation and the classifier's outputs, at the network's level.
