@@ -278,8 +278,10 @@ def lsgan_critic(discriminator: torch.nn.Module, real: Tensor, pooled: Tensor, m
 
 
 def query_pool(pool: HistoryPool, fakes: Tensor, generators: list[torch.Generator]) -> Tensor:
-    """The pool's answer for the domain's fakes; a batch without any sample of the domain queries nothing."""
-    return fakes.detach() if len(fakes) == 0 else pool.query(fakes, generators)
+    """The pool's answer for the domain's fakes, detached (they only feed the discriminator step; a disabled pool
+    returns its query as is, and the generator step must not back-propagate through a graph that step freed); a batch
+    without any sample of the domain queries nothing."""
+    return fakes.detach() if len(fakes) == 0 else pool.query(fakes.detach(), generators)
 
 
 def select_generators(generators: list[torch.Generator], mask: Tensor) -> list[torch.Generator]:
