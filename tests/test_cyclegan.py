@@ -20,9 +20,10 @@ from bilatcf.errors import ConfigError
 from bilatcf.models.brgan import BRGAN
 from bilatcf.models.cgn.network import FeatureGenerator
 from bilatcf.models.cyclegan import CycleGAN
-from bilatcf.models.cyclegan.module import decay_schedule, domain_masks
+from bilatcf.models.cyclegan.module import decay_schedule, domain_masks, query_pool
 from bilatcf.models.cyclegan.network import from_tanh_range, masked_mean, per_sample_l1, to_tanh_range
 from bilatcf.nn.blocks import FeatureDiscriminator
+from bilatcf.nn.pool import HistoryPool
 from tests.conftest import random_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,6 +128,13 @@ def test_discriminator_loss_on_a_hand_made_case():
     # A batch without fakes of a domain contributes no fake term.
     empty = real[:0]
     assert model.discriminator_loss(real, empty, empty, abnormal, normal).item() == pytest.approx(0.5 * 2 * 0.125)
+
+
+@pytest.mark.parametrize("size", [0, 2])
+def test_pool_answers_are_detached_even_with_the_pool_off(size):
+    fakes = torch.ones(2, 1, 4, 4, requires_grad=True) * 2
+    answer = query_pool(HistoryPool(size), fakes, [torch.Generator().manual_seed(i) for i in range(2)])
+    assert not answer.requires_grad and torch.equal(answer, fakes.detach())
 
 
 def test_per_sample_l1():

@@ -417,13 +417,23 @@ def test_toy_masks_are_known_for_every_image():
     assert torch.equal(batch.target_abnormal, batch.label) and torch.equal(batch.ref_abnormal, batch.label)
 
 
+@pytest.mark.parametrize("preset", ["vagan", "cxgan"])
+def test_toy_validation_never_uses_test_images(preset):
+    datamodule = UnilateralDataModule(preset=preset, num_images=100)
+    datamodule.setup("fit")
+    splits = {name: set(datamodule.splits[name]) for name in ("train", "val", "test")}
+    assert splits["val"] and splits["test"]
+    assert not splits["val"] & splits["test"] and not splits["val"] & splits["train"]
+    assert not splits["train"] & splits["test"] and set(datamodule.splits["predict"]) == splits["test"]
+
+
 def test_toy_training_images():
     datamodule = UnilateralDataModule(preset="cxgan", num_images=40)
     datamodule.setup("fit")
     images = list(datamodule.training_images())
-    assert len(images) == len(datamodule.splits["train"]) == 32
+    assert len(images) == len(datamodule.splits["train"]) == 26  # 32 of the paper's 80/20 split, 6 carved for val
     normal = list(datamodule.training_images(lesion_free=True))
-    assert len(normal) == 16 and all(i.abnormal == 0 and not i.mask.any() for i in normal)
+    assert len(normal) == 13 and all(i.abnormal == 0 and not i.mask.any() for i in normal)
     assert all(i.mask.any() and i.malignant == -1 for i in datamodule.training_images(lesion_free=False))
     assert (
         images[0].image.shape == (128, 128) and 0 <= float(images[0].image.min()) <= float(images[0].image.max()) <= 1

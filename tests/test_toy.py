@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from bilatcf.data.toy import make_toy
+from bilatcf.data import toy as toy_module
+from bilatcf.data.toy import carve_validation, make_toy
 from bilatcf.errors import ConfigError
 
 
@@ -29,7 +30,6 @@ def test_vagan_preset_boxes_and_split():
 def test_cxgan_preset_disc_positions():
     toy = make_toy("cxgan", num_images=100, seed=0)
     assert toy.images.shape == (100, 128, 128)
-    assert set(np.unique(toy.splits)) == {"train", "test"} and (toy.splits == "test").sum() == 20
     for i in np.flatnonzero(toy.labels):
         ys, xs = np.nonzero(toy.masks[i])
         centre = 104 if toy.subtypes[i] == 1 else 24
@@ -41,3 +41,27 @@ def test_toy_is_seeded_and_unknown_presets_are_refused():
     assert np.array_equal(make_toy("cxgan", 20, seed=2).images, make_toy("cxgan", 20, seed=2).images)
     with pytest.raises(ConfigError, match="vagan, cxgan"):
         make_toy("brats")
+
+
+def test_cxgan_preset_validates_on_training_images_and_keeps_the_papers_test_split(monkeypatch):
+    toy = make_toy("cxgan", num_images=100, seed=0)
+    counts = {s: (toy.splits == s).sum() for s in ("train", "val", "test")}
+    assert counts == {"train": 64, "val": 16, "test": 20}
+    for split, per_class in (("val", 8), ("test", 10)):
+        assert (toy.labels[toy.splits == split] == 1).sum() == per_class, f"{split} is stratified"
+    # Without the carving, the generator gives the paper's 80/20 split: the same test images, val taken from train.
+    monkeypatch.setattr(toy_module, "carve_validation", lambda rng, labels, splits: splits)
+    paper = make_toy("cxgan", num_images=100, seed=0)
+    assert np.array_equal(paper.images, toy.images) and set(np.unique(paper.splits)) == {"train", "test"}
+    assert np.array_equal(paper.splits == "test", toy.splits == "test")
+    assert (paper.splits[toy.splits == "val"] == "train").all()
+
+
+def test_carve_validation_moves_a_seeded_stratified_fifth_of_train_only():
+    labels = np.array([0] * 10 + [1] * 10)
+    splits = np.array((["train"] * 8 + ["test"] * 2) * 2)
+    carved = carve_validation(np.random.default_rng(0), labels, splits)
+    assert np.array_equal(carved == "test", splits == "test")
+    assert ((carved == "val") <= (splits == "train")).all()
+    assert [(labels[carved == "val"] == c).sum() for c in (0, 1)] == [2, 2]
+    assert np.array_equal(carved, carve_validation(np.random.default_rng(0), labels, splits))

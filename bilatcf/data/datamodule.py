@@ -522,7 +522,8 @@ class UnilateralDataModule(_StagedDataModule):
     Batches are :class:`BilateralBatch` with ``reference`` = ``target`` (there is no contralateral side) so every model
     and metric works unchanged; images are rescaled from the presets' [-1, 1] to [0, 1]. Every toy image has a known
     mask (all-zero for class 0), so ``has_mask`` is True throughout and ``target_abnormal`` = ``ref_abnormal`` = the
-    class.
+    class. Every preset has its own train, val and test images (``cxgan``'s validation images are carved out of its
+    training images, see :func:`bilatcf.data.toy.carve_validation`), so model selection never reads a test image.
 
     Args:
         preset: ``vagan`` or ``cxgan``.
@@ -562,8 +563,6 @@ class UnilateralDataModule(_StagedDataModule):
         if not self.splits:
             self.toy = make_toy(h.preset, num_images=h.num_images, seed=h.seed)
             self.splits = {s: np.flatnonzero(self.toy.splits == s).tolist() for s in ("train", "val", "test")}
-            if not self.splits["val"]:  # presets with a train/test split only validate on the test images
-                self.splits["val"] = self.splits["test"]
             self.splits["predict"] = self.splits["test"]
         for split in self._needed_splits(stage):
             if not self.splits[split]:

@@ -49,6 +49,13 @@ def domain_masks(batch: BilateralBatch) -> tuple[Tensor, Tensor]:
     return abnormal, normal
 
 
+def check_flags(model: str, minimum: float, **flags: float) -> None:
+    """A ConfigError naming the first flag below ``minimum`` (``model: flag=value must be ≥ minimum.``)."""
+    for flag, value in flags.items():
+        if value < minimum:
+            raise ConfigError(f"{model}: {flag}={value} must be ≥ {minimum:g}.")
+
+
 def decay_schedule(epochs: int, decay_epochs: int | None) -> tuple[int, int]:
     """(epochs, decay_epochs) of the linear LR decay; ``decay_epochs=None`` is the second half, ``epochs // 2``."""
     if epochs < 1:
@@ -114,29 +121,35 @@ class CycleGAN(BilateralModule):
         self.save_hyperparameters()
         if level not in get_args(Level):
             raise ConfigError(f"cyclegan: model.level={level!r} is not one of {', '.join(get_args(Level))}.")
-        for flag, value in (
-            ("generator_channels", generator_channels),
-            ("generator_blocks", generator_blocks),
-            ("discriminator_channels", discriminator_channels),
-        ):
-            if value < 1:
-                raise ConfigError(f"cyclegan: {flag}={value} must be ≥ 1.")
-        for flag, value in (("cycle_weight", cycle_weight), ("identity_weight", identity_weight)):
-            if value < 0:
-                raise ConfigError(f"cyclegan: {flag}={value} must be ≥ 0.")
+        check_flags(
+            "cyclegan",
+            1,
+            generator_channels=generator_channels,
+            generator_blocks=generator_blocks,
+            discriminator_channels=discriminator_channels,
+        )
+        check_flags("cyclegan", 0, cycle_weight=cycle_weight, identity_weight=identity_weight)
         if epochs is not None:
             decay_schedule(epochs, decay_epochs)
         elif decay_epochs is not None and decay_epochs < 0:
             raise ConfigError(f"cyclegan: decay_epochs={decay_epochs} must be ≥ 0.")
-        self.grad_clip = grad_clip
-        self.automatic_optimization = False
-        self.network = CycleGANNetwork(
+        network = CycleGANNetwork(
             create_backbone(backbone, in_chans=1, weights=weights, output_stride=output_stride),
             generator_channels,
             generator_blocks,
             discriminator_channels,
             level,
         )
+        self.init_translation(network, pool_size, grad_clip)
+
+    def init_translation(self, network: torch.nn.Module, pool_size: int, grad_clip: float | None) -> None:
+        """What every model with this training step holds: manual optimisation, the network (generators ``g_a2n``,
+        ``g_n2a``, discriminators ``d_n``, ``d_a``, classifier ``backbone`` + ``head``) and one history pool per
+        discriminator (checkpointed per rank). Subclasses with other networks (CX-GAN) call it from their own
+        constructor."""
+        self.grad_clip = grad_clip
+        self.automatic_optimization = False
+        self.network = network
         self.pool_n = HistoryPool(pool_size)
         self.pool_a = HistoryPool(pool_size)
 
@@ -148,8 +161,16 @@ class CycleGAN(BilateralModule):
 
     # ------------------------------------------------------------------ optimizers
     def build_optimizers(self) -> dict[str, OptimizerSpec | torch.optim.Optimizer]:
-        """``generator`` (both G) and ``discriminator`` (both D): Adam with the linear decay; ``classifier``: AdamW."""
+        """``generator`` (both G) and ``discriminator`` (both D): :meth:`gan_optimizer`; ``classifier``: AdamW."""
         net = self.network
+        return {
+            "generator": self.gan_optimizer([*net.g_a2n.parameters(), *net.g_n2a.parameters()]),
+            "discriminator": self.gan_optimizer([*net.d_n.parameters(), *net.d_a.parameters()]),
+            "classifier": self.classifier_optimizer(),
+        }
+
+    def gan_optimizer(self, parameters: list) -> OptimizerSpec:
+        """Adam 2e-4, betas (0.5, 0.999), with CycleGAN's linear decay (epoch interval) over ``decay_epochs``."""
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
         epochs = self.hparams.epochs if self.hparams.epochs is not None else max_epochs
         if epochs is None or epochs < 1:
@@ -157,35 +178,40 @@ class CycleGAN(BilateralModule):
                 "cyclegan: the LR schedule needs a number of epochs; set model.epochs or trainer.max_epochs."
             )
         epochs, decay = decay_schedule(epochs, self.hparams.decay_epochs)
+        optimizer = torch.optim.Adam(parameters, lr=self.hparams.lr, betas=BETAS)
+        return OptimizerSpec(optimizer, linear_decay(optimizer, epochs, decay), "epoch")
 
-        def gan(parameters: list) -> OptimizerSpec:
-            optimizer = torch.optim.Adam(parameters, lr=self.hparams.lr, betas=BETAS)
-            return OptimizerSpec(optimizer, linear_decay(optimizer, epochs, decay), "epoch")
-
-        classifier = [*net.backbone.parameters(), *net.head.parameters()]
-        return {
-            "generator": gan([*net.g_a2n.parameters(), *net.g_n2a.parameters()]),
-            "discriminator": gan([*net.d_n.parameters(), *net.d_a.parameters()]),
-            "classifier": torch.optim.AdamW(
-                classifier, lr=self.hparams.classifier_lr, weight_decay=self.hparams.weight_decay
-            ),
-        }
+    def classifier_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over backbone and head (constant LR)."""
+        net = self.network
+        return torch.optim.AdamW(
+            [*net.backbone.parameters(), *net.head.parameters()],
+            lr=self.hparams.classifier_lr,
+            weight_decay=self.hparams.weight_decay,
+        )
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: BilateralBatch, batch_idx: int) -> None:
-        net = self.network
-        abnormal, normal = domain_masks(batch)
         out = self.forward_batch(batch)
         real, fake_n = self.real_and_translated(batch, out)
-        fake_a = net.g_n2a(real)
-        pooled_n = _query(
-            self.pool_n, fake_n[abnormal.bool()], _select(self.sample_random(batch, POOL_N_STREAM).generators, abnormal)
+        self.cycle_steps(batch, real, fake_n)
+        self.step("classifier", self.log_losses({"cls": self.classification_loss(out.logits, self.labels(batch))}))
+
+    def cycle_steps(self, batch: BilateralBatch, real: Tensor, fake_n: Tensor, last: bool = False) -> None:
+        """The ``discriminator`` step, then the ``generator`` step, on the 2B stacked samples ``real`` and their
+        translations ``fake_n`` = G_A2N(real); ``last``: no other step follows on this batch."""
+        abnormal, normal = domain_masks(batch)
+        fake_a = self.network.g_n2a(real)
+        pooled_n = query_pool(
+            self.pool_n,
+            fake_n[abnormal.bool()],
+            select_generators(self.sample_random(batch, POOL_N_STREAM).generators, abnormal),
         )
         pool_a_generators = (
             self.sample_random(batch, POOL_A_TARGET_STREAM).generators
             + self.sample_random(batch, POOL_A_REFERENCE_STREAM).generators
         )
-        pooled_a = _query(self.pool_a, fake_a[normal.bool()], _select(pool_a_generators, normal))
+        pooled_a = query_pool(self.pool_a, fake_a[normal.bool()], select_generators(pool_a_generators, normal))
         self.step(
             "discriminator",
             lambda: self.discriminator_loss(real, pooled_n, pooled_a, abnormal, normal),
@@ -194,9 +220,8 @@ class CycleGAN(BilateralModule):
         self.step(
             "generator",
             lambda: self.log_losses(self.generator_losses(real, fake_n, fake_a, abnormal, normal)),
-            last=False,
+            last=last,
         )
-        self.step("classifier", self.log_losses({"cls": self.classification_loss(out.logits, self.labels(batch))}))
 
     def real_and_translated(self, batch: BilateralBatch, out: BilateralOutput) -> tuple[Tensor, Tensor]:
         """The 2B stacked real samples [targets; references] and their translations G_A2N(real).
@@ -219,20 +244,8 @@ class CycleGAN(BilateralModule):
         """½ (LSGAN real + fake) per discriminator. D_N: real N samples vs pooled G_A2N(A); D_A: real A samples vs
         pooled G_N2A(N). The pooled fakes are summed and divided by the 2B stacked samples, like the masked reals.
         Samples are images, or features at feature level."""
-        net, count = self.network, real.shape[0]
-
-        def fake_term(discriminator: torch.nn.Module, pooled: Tensor) -> Tensor:
-            if len(pooled) == 0:
-                return real.new_zeros(())
-            return gan_loss(discriminator(pooled), False, "lsgan", per_sample=True).sum() / count
-
-        d_n = masked_mean(gan_loss(net.d_n(real), True, "lsgan", per_sample=True), normal) + fake_term(
-            net.d_n, pooled_n
-        )
-        d_a = masked_mean(gan_loss(net.d_a(real), True, "lsgan", per_sample=True), abnormal) + fake_term(
-            net.d_a, pooled_a
-        )
-        return 0.5 * (d_n + d_a)
+        net = self.network
+        return 0.5 * (lsgan_critic(net.d_n, real, pooled_n, normal) + lsgan_critic(net.d_a, real, pooled_a, abnormal))
 
     def generator_losses(
         self, real: Tensor, fake_n: Tensor, fake_a: Tensor, abnormal: Tensor, normal: Tensor
@@ -255,10 +268,22 @@ class CycleGAN(BilateralModule):
         return getattr(batch, self.label_field)
 
 
-def _query(pool: HistoryPool, fakes: Tensor, generators: list[torch.Generator]) -> Tensor:
-    """The pool's answer for the domain's fakes; a batch without any sample of the domain queries nothing."""
-    return fakes.detach() if len(fakes) == 0 else pool.query(fakes, generators)
+def lsgan_critic(discriminator: torch.nn.Module, real: Tensor, pooled: Tensor, mask: Tensor) -> Tensor:
+    """LSGAN(D(real), 1) on the samples of ``mask`` plus LSGAN(D(pooled), 0), both summed and divided by the number of
+    ``real`` samples (the masked mean of :func:`masked_mean`; a batch without pooled fakes adds no fake term)."""
+    loss = masked_mean(gan_loss(discriminator(real), True, "lsgan", per_sample=True), mask)
+    if len(pooled) == 0:
+        return loss
+    return loss + gan_loss(discriminator(pooled), False, "lsgan", per_sample=True).sum() / real.shape[0]
 
 
-def _select(generators: list[torch.Generator], mask: Tensor) -> list[torch.Generator]:
+def query_pool(pool: HistoryPool, fakes: Tensor, generators: list[torch.Generator]) -> Tensor:
+    """The pool's answer for the domain's fakes, detached (they only feed the discriminator step; a disabled pool
+    returns its query as is, and the generator step must not back-propagate through a graph that step freed); a batch
+    without any sample of the domain queries nothing."""
+    return fakes.detach() if len(fakes) == 0 else pool.query(fakes.detach(), generators)
+
+
+def select_generators(generators: list[torch.Generator], mask: Tensor) -> list[torch.Generator]:
+    """The per-sample generators of the samples ``mask`` keeps (for the pool query of those samples)."""
     return [g for g, keep in zip(generators, mask.tolist()) if keep]

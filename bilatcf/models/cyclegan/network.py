@@ -50,26 +50,33 @@ def masked_mean(per_sample: Tensor, mask: Tensor) -> Tensor:
     return (per_sample * mask.to(per_sample.dtype)).mean()
 
 
-def fuse_residual(head: nn.Module, target_features: Tensor, cf_features: Tensor) -> dict[str, Tensor]:
-    """Logits [B] and CAM of ``head`` on concat[H_T − H_C, H_T]: the classifier of the image-translation baselines."""
-    logits, cam = head(torch.cat([target_features - cf_features, target_features], dim=1))
-    return {"logits": logits, "cam": cam}
+class CycleClassifier(nn.Module):
+    """The classifier of the translation baselines: backbone + CAM head on concat[H_T − H_C, H_T] (CGN's
+    classification module). CycleGAN's and CX-GAN's networks add their generators and discriminators to it.
+
+    Args:
+        backbone: the classifier's feature extractor.
+    """
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        channels = backbone.out_channels
+        self.backbone = backbone
+        self.head = LinearCAMHead(2 * channels, hidden=channels)
+
+    def classify(self, target: Tensor, counterfactual: Tensor) -> dict[str, Tensor]:
+        """Logits [B], CAM and features from one backbone call on [X_T; X_C] (shared batch-norm statistics)."""
+        target_features, cf_features = self.backbone(torch.cat([target, counterfactual])).chunk(2)
+        out = self.fuse(target_features, cf_features)
+        return {**out, "target_features": target_features, "cf_features": cf_features}
+
+    def fuse(self, target_features: Tensor, cf_features: Tensor) -> dict[str, Tensor]:
+        """Logits [B] and CAM of the head on concat[H_T − H_C, H_T]."""
+        logits, cam = self.head(torch.cat([target_features - cf_features, target_features], dim=1))
+        return {"logits": logits, "cam": cam}
 
 
-def classify_residual(
-    backbone: nn.Module, head: nn.Module, target: Tensor, counterfactual: Tensor
-) -> dict[str, Tensor]:
-    """:func:`fuse_residual` on H_T, H_C from one backbone call on [X_T; X_C] (shared batch-norm statistics), with the
-    features."""
-    target_features, cf_features = backbone(torch.cat([target, counterfactual])).chunk(2)
-    return {
-        **fuse_residual(head, target_features, cf_features),
-        "target_features": target_features,
-        "cf_features": cf_features,
-    }
-
-
-class CycleGANNetwork(nn.Module):
+class CycleGANNetwork(CycleClassifier):
     """Generators G_A2N, G_N2A, discriminators D_N, D_A and the classifier (backbone + CAM head).
 
     Args:
@@ -90,11 +97,9 @@ class CycleGANNetwork(nn.Module):
         discriminator_channels: int,
         level: Level = "image",
     ) -> None:
-        super().__init__()
+        super().__init__(backbone)
         channels = backbone.out_channels
         self.level = level
-        self.backbone = backbone
-        self.head = LinearCAMHead(2 * channels, hidden=channels)
 
         def generator() -> nn.Module:
             if level == "feature":  # starts as the identity (zero-initialised output projection), as in CGN and BR-GAN
@@ -115,14 +120,6 @@ class CycleGANNetwork(nn.Module):
     def counterfactual(self, images: Tensor) -> Tensor:
         """X_C = (G_A2N(2X − 1) + 1) / 2 in [0, 1] (image level)."""
         return from_tanh_range(self.g_a2n(to_tanh_range(images)))
-
-    def classify(self, target: Tensor, counterfactual: Tensor) -> dict[str, Tensor]:
-        """Logits [B], CAM and features from one backbone call on [X_T; X_C] (:func:`classify_residual`)."""
-        return classify_residual(self.backbone, self.head, target, counterfactual)
-
-    def fuse(self, target_features: Tensor, cf_features: Tensor) -> dict[str, Tensor]:
-        """Logits [B] and CAM of the head on concat[H_T − H_C, H_T]."""
-        return fuse_residual(self.head, target_features, cf_features)
 
     def forward(self, target: Tensor, reference: Tensor) -> dict[str, Tensor]:
         """The counterfactual, the explanation and the classifier's outputs, at the network's level.

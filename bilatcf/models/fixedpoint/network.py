@@ -18,10 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bilatcf.errors import ConfigError
-from bilatcf.models.cyclegan.network import classify_residual, from_tanh_range, to_tanh_range
+from bilatcf.models.cyclegan.network import CycleClassifier, from_tanh_range, to_tanh_range
 from bilatcf.nn.backbones import Backbone
 from bilatcf.nn.blocks import ResnetGenerator
-from bilatcf.nn.heads import LinearCAMHead
 from bilatcf.nn.losses import gradient_penalty
 
 #: Domain indices of the code c (and of the critic's domain logits).
@@ -131,8 +130,9 @@ def masked_gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, epsil
     return penalty.float() * kept / len(mask)
 
 
-class FixedPointGANNetwork(nn.Module):
-    """The conditional generator, the two-headed critic (both in [−1, 1]) and the classifier (backbone + CAM head).
+class FixedPointGANNetwork(CycleClassifier):
+    """The conditional generator, the two-headed critic (both in [−1, 1]) and ``cyclegan``'s classifier (backbone +
+    CAM head on concat[H_T − H_C, H_T], :class:`~bilatcf.models.cyclegan.network.CycleClassifier`).
 
     Args:
         backbone: the classifier's feature extractor.
@@ -150,10 +150,7 @@ class FixedPointGANNetwork(nn.Module):
         critic_channels: int,
         critic_layers: int,
     ) -> None:
-        super().__init__()
-        channels = backbone.out_channels
-        self.backbone = backbone
-        self.head = LinearCAMHead(2 * channels, hidden=channels)
+        super().__init__(backbone)
         self.generator = ResidualTranslator(generator_channels, generator_blocks)
         self.critic = StarGANCritic(critic_channels, critic_layers)
 
@@ -161,11 +158,6 @@ class FixedPointGANNetwork(nn.Module):
         """X_C = (tanh(2X − 1 + G(2X − 1, c_normal)) + 1) / 2 in [0, 1]: the translation to the normal domain."""
         normal = torch.full((len(images),), NORMAL, dtype=torch.long, device=images.device)
         return from_tanh_range(self.generator(to_tanh_range(images), normal))
-
-    def classify(self, target: Tensor, counterfactual: Tensor) -> dict[str, Tensor]:
-        """Logits [B], CAM and features of the head on concat[H_T − H_C, H_T], as ``cyclegan``'s classifier
-        (:func:`~bilatcf.models.cyclegan.network.classify_residual`)."""
-        return classify_residual(self.backbone, self.head, target, counterfactual)
 
     def forward(self, target: Tensor, reference: Tensor) -> dict[str, Tensor]:
         """The counterfactual X_C, the explanation |X_T − X_C| and the classifier's outputs.
