@@ -85,6 +85,14 @@ def test_vanilla_never_reads_the_reference_and_sbf_does():
     assert not torch.allclose(sbf(target, first).logits, sbf(target, second).logits)
 
 
+def test_the_full_model_scores_a_target_without_its_reference():
+    # Eq. 2: f_H = G_T2C(f_T). The contralateral shapes G_T2C in training (D_C's real samples) but is not an input
+    # at evaluation, so the score is a function of the target alone, as vanilla's is (docs/models/brgan.md, Results).
+    model = tiny().eval()
+    target = images(0)
+    torch.testing.assert_close(model(target, images(1)).logits, model(target, images(2)).logits)
+
+
 def test_classifier_input_is_residual_and_target():
     model = tiny().eval()
     out = model(images(0), images(1))
