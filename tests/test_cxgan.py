@@ -22,6 +22,7 @@ from bilatcf.models.cxgan.network import MAP_SCALE, MapGenerator, PatchCritic, S
 from bilatcf.models.cyclegan import CycleGAN
 from bilatcf.models.cyclegan.network import to_tanh_range
 from tests.conftest import random_images
+from tests.test_models import quiet_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"backbone": "test_resnet", "output_stride": 16, **CXGAN.test_config}
@@ -32,20 +33,6 @@ PHASE_2 = ("map_generator", "d_r", "backbone", "head")
 def tiny(**flags) -> CXGAN:
     pl.seed_everything(0, verbose=False)
     return CXGAN(**{**TINY, **flags})
-
-
-def quiet_trainer(**kwargs) -> pl.Trainer:
-    defaults = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "limit_val_batches": 0,
-        "num_sanity_val_steps": 0,
-    }
-    return pl.Trainer(**{**defaults, **kwargs})
 
 
 class Constant(nn.Module):

@@ -25,6 +25,7 @@ from bilatcf.models.cyclegan.network import from_tanh_range, masked_mean, per_sa
 from bilatcf.nn.blocks import FeatureDiscriminator
 from bilatcf.nn.pool import HistoryPool
 from tests.conftest import random_images
+from tests.test_models import quiet_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"backbone": "test_resnet", "output_stride": 16, **CycleGAN.test_config}
@@ -292,18 +293,7 @@ def test_feature_level_classification_loss_trains_the_backbone_never_the_generat
 def test_feature_level_trains_through_the_trainer_with_feature_pools(tiny_model_datamodule):
     model = tiny(level="feature")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2)
     trainer.fit(model, datamodule=tiny_model_datamodule(CycleGAN))
     assert int(model.iteration) == 2 and trainer.global_step == 6  # three optimizers step on each batch
     changed = {n.split(".")[1] for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
