@@ -113,3 +113,21 @@ def test_alexnet_stride_is_fixed():
 def test_unsupported_output_stride_is_a_config_error():
     with pytest.raises(ConfigError, match="output_stride"):
         create_backbone("test_vit", output_stride=8)
+
+
+@pytest.mark.parametrize(("name", "output_stride"), [("test_resnet", 16), ("test_resnet", None), ("tv_alexnet", None)])
+def test_trunk_then_last_stage_equals_the_whole_backbone(name, output_stride):
+    backbone = create_backbone(name, output_stride=output_stride).eval()
+    images = torch.rand(2, 1, 64, 32, generator=torch.Generator().manual_seed(0))
+    trunk = backbone.forward_trunk(images)
+    assert trunk.shape[1] == backbone.trunk_channels
+    assert torch.equal(backbone.forward_last(trunk), backbone(images))
+    assert set(backbone.state_dict()) == {
+        f"model.{key}" for key in backbone.model.state_dict()
+    }  # nothing re-registered
+
+
+def test_a_backbone_that_cannot_be_split_says_which_can():
+    backbone = create_backbone("efficientnet_b0")
+    with pytest.raises(ConfigError, match="cannot be split before its last stage"):
+        backbone.forward_trunk(torch.rand(1, 1, 64, 32))

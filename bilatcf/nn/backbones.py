@@ -26,6 +26,7 @@ _DOWNLOAD_WEIGHTS = {"imagenet", "pretrained", "hub", "true"}
 _PREFIXES = ("module.", "model.", "backbone.", "_orig_mod.")  # DDP, Lightning/timm wrappers, torch.compile
 _TORCH_SUFFIXES = {".pth", ".pt", ".bin", ".ckpt"}
 _SHOWN_KEYS = 5
+_ALEXNET_LAST_STAGE = 10  # features[10] is conv5: the trunk ends with conv4 and its ReLU (256 channels)
 
 
 class Backbone(nn.Module):
@@ -47,6 +48,58 @@ class Backbone(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features = self.model(x)
         return features[-1] if isinstance(features, list | tuple) else features
+
+    # ------------------------------------------------------------------ the backbone in two halves
+    # Methods that act between the penultimate and the last stage (ABN's attention branch, CVT's cross-view attention)
+    # run the same weights in two calls; nothing is copied or registered twice, so checkpoints and weight files keep
+    # the backbone's own layout.
+
+    @property
+    def trunk_channels(self) -> int:
+        """Channels of the map :meth:`forward_trunk` returns (the penultimate stage's output)."""
+        return self._split()[1]
+
+    @property
+    def last_stage(self) -> nn.Module:
+        """The modules after the trunk, in order (for a method that needs a second copy of their structure)."""
+        return nn.Sequential(*self._last_modules())
+
+    def forward_trunk(self, x: Tensor) -> Tensor:
+        """Input → the penultimate stage's feature map (ResNet: through layer3; AlexNet: through conv4 + ReLU)."""
+        first_of_last = self._split()[0]
+        for module in self._modules_in_order()[:first_of_last]:
+            x = module(x)
+        return x
+
+    def forward_last(self, x: Tensor) -> Tensor:
+        """The trunk's map → the last stage's map: ``forward_last(forward_trunk(x))`` equals ``forward(x)``."""
+        for module in self._last_modules():
+            x = module(x)
+        return x
+
+    def _last_modules(self) -> list[nn.Module]:
+        first_of_last = self._split()[0]
+        return self._modules_in_order()[first_of_last:]
+
+    def _modules_in_order(self) -> list[nn.Module]:
+        if isinstance(self.model, _AlexNetFeatures):
+            return list(self.model.features)
+        return list(self.model.values())  # timm's FeatureListNet runs its modules in this order
+
+    def _split(self) -> tuple[int, int]:
+        """(index of the first module of the last stage, channels of the trunk's output)."""
+        if isinstance(self.model, _AlexNetFeatures):
+            return _ALEXNET_LAST_STAGE, 256
+        if not isinstance(self.model, nn.ModuleDict):
+            raise ConfigError(
+                f"Backbone {self.name!r} cannot be split before its last stage ({type(self.model).__name__} does not "
+                "run its stages as a sequence of modules). Use a ResNet-like timm model (resnet18, resnet50, "
+                f"convnext_atto, ...) or {ALEXNET}."
+            )
+        info = self.model.feature_info.info
+        penultimate = info[-2]["module"].replace(".", "_")  # timm's feature nets flatten "stages.2" to "stages_2"
+        names = list(self.model.keys())
+        return names.index(penultimate) + 1, info[-2]["num_chs"]
 
 
 class _AlexNetFeatures(nn.Module):
