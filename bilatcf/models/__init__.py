@@ -11,6 +11,7 @@ from bilatcf.models import (  # noqa: F401
     fanogan,
     fixedpoint,
     gf,
+    mil,
     sbf,
     sff,
     vagan,
