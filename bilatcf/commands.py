@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bilatcf.errors import DataError
+from bilatcf.errors import ConfigError, DataError
 
 PREVIEW_PATIENTS = 48  # patients `bilatcf data preview` chooses its pairs from
 INDEX_PROBLEMS_SHOWN = 20  # problems `bilatcf data index` prints; all of them go to the problems file
@@ -97,8 +97,25 @@ def run_data(args: list[str]) -> int:
         help="DICOM images marked FOR PROCESSING (raw detector signal): report them as unusable, or warn and read them",
     )
 
-    cache = sub.add_parser("cache", help="show or clear the cache folder ($BILATCF_CACHE or ~/.cache/bilatcf)")
-    cache.add_argument("--clear", action="store_true")
+    cache = sub.add_parser(
+        "cache",
+        help="show or clear the cache folder ($BILATCF_CACHE or ~/.cache/bilatcf), or fill it ahead of training",
+    )
+    cache.add_argument("--clear", action="store_true", help="delete the whole cache folder")
+    cache.add_argument(
+        "--build",
+        metavar="DATA_YAML",
+        help="decode and preprocess every image of this data config (the --data file of `bilatcf fit`, e.g. "
+        "configs/data/inbreast.yaml) into the cache, with a progress bar",
+    )
+    cache.add_argument("--manifest", help="with --build: the manifest CSV (overrides the config's `manifest`)")
+    cache.add_argument(
+        "--image_size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="with --build: the model input size (overrides the config's `image_size`; entries are per size)",
+    )
 
     ns = parser.parse_args(args)
     actions = {"synth": _synth, "preview": _preview, "index": _index, "check": _check, "cache": _cache}
@@ -322,10 +339,55 @@ def _cache(ns: argparse.Namespace) -> int:
     from bilatcf.data.cache import cache_dir
 
     folder = cache_dir()
+    if ns.build and ns.clear:
+        raise ConfigError("bilatcf data cache: give --build or --clear, not both.")
+    if ns.build:
+        return _build_cache(ns)
+    if ns.manifest or ns.image_size:
+        raise ConfigError("bilatcf data cache: --manifest and --image_size go with --build DATA_YAML.")
     if ns.clear:
         shutil.rmtree(folder, ignore_errors=True)
         print(f"cleared {folder}")
     else:
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         print(f"{folder}: {size / 2**20:.1f} MiB")
+    return 0
+
+
+def _build_cache(ns: argparse.Namespace) -> int:
+    """``data cache --build``: the data config's DataModule fills the cache (``BilateralDataModule.build_cache``)."""
+    import yaml
+
+    from bilatcf.cli_checks import import_class
+    from bilatcf.data.cache import cache_dir
+    from bilatcf.data.datamodule import BilateralDataModule
+
+    path = Path(ns.build)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"--build {path}: cannot read it as a YAML data config ({error}).") from error
+    if not isinstance(config, dict) or "class_path" not in config:
+        raise ConfigError(
+            f"--build {path}: a data config has `class_path` and `init_args` at the top level (like "
+            "configs/data/inbreast.yaml, the value of `bilatcf fit --data`)."
+        )
+    cls = import_class(config["class_path"])
+    if not (isinstance(cls, type) and issubclass(cls, BilateralDataModule)):
+        raise ConfigError(f"--build {path}: class_path {config['class_path']} is not a BilateralDataModule.")
+    init_args = dict(config.get("init_args") or {})
+    if ns.manifest:
+        init_args["manifest"] = ns.manifest
+    if ns.image_size:
+        init_args["image_size"] = list(ns.image_size)
+    manifest = init_args.get("manifest")
+    if manifest and not Path(manifest).is_file():
+        raise ConfigError(
+            f"--build {path}: manifest {manifest} does not exist; write it with `bilatcf data index` or pass "
+            "--manifest PATH."
+        )
+    datamodule = cls(**init_args)
+    cached, unusable = datamodule.build_cache()
+    also = f"; {unusable} image(s) cannot be used (`bilatcf data check {manifest}` lists why)" if unusable else ""
+    print(f"{cached} image(s) at {tuple(datamodule.hparams.image_size)} in {cache_dir()}{also}")
     return 0

@@ -438,3 +438,42 @@ def test_toy_training_images():
     assert (
         images[0].image.shape == (128, 128) and 0 <= float(images[0].image.min()) <= float(images[0].image.max()) <= 1
     )
+
+
+def test_data_cache_build_fills_the_cache_so_training_decodes_nothing(synth_folder, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from bilatcf.cli import main
+    from bilatcf.data import datamodule as datamodule_module
+    from bilatcf.data import validate
+
+    monkeypatch.setenv("BILATCF_CACHE", str(tmp_path / "cache"))
+    folder = _copy(synth_folder, tmp_path)
+    config = tmp_path / "data.yaml"
+    init_args = {"source": "manifest", "manifest": "placeholder.csv", "task": "abnormality", "batch_size": 2}
+    config.write_text(
+        yaml.safe_dump({"class_path": "bilatcf.data.datamodule.BilateralDataModule", "init_args": init_args})
+    )
+    args = ["data", "cache", "--build", str(config), "--manifest", str(folder / "manifest.csv")]
+    assert main([*args, "--image_size", "64", "32"]) == 0
+    assert "80 image(s) at (64, 32)" in capsys.readouterr().out
+    decoded = []
+    monkeypatch.setattr(validate, "read_image", lambda path: decoded.append(path))
+    monkeypatch.setattr(datamodule_module.FileSource, "_read", lambda self, record: decoded.append(record.path))
+    assert main([*args, "--image_size", "64", "32"]) == 0, "a second build only looks entries up"
+    datamodule = _manifest_module(folder)
+    datamodule.setup("fit")
+    for split in ("train", "val"):
+        for batch in getattr(datamodule, f"{split}_dataloader")():
+            check_batch(batch)
+    assert decoded == [], "no image is decoded after the build (masks are small files, read as needed)"
+
+
+def test_data_cache_build_explains_a_bad_config(tmp_path, capsys):
+    from bilatcf.cli import main
+
+    config = tmp_path / "model.yaml"
+    config.write_text("model:\n  class_path: bilatcf.models.sbf.SBF\n")
+    assert main(["data", "cache", "--build", str(config)]) == 2
+    assert "class_path` and `init_args` at the top level" in capsys.readouterr().err
+    assert main(["data", "cache", "--image_size", "64", "32"]) == 2

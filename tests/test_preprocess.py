@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import sys
 import types
 
@@ -242,16 +243,32 @@ def test_cache_hits_return_the_stored_image(tmp_path, monkeypatch):
     assert sorted(p.suffix for p in cache.root.rglob("*") if p.is_file()) == [".json", ".npy"]
 
 
-def test_cache_misses_when_config_file_or_laterality_change(tmp_path, monkeypatch):
+def test_cache_misses_when_config_contents_or_laterality_change(tmp_path, monkeypatch):
     data, record, calls, compute = _cached_setup(tmp_path, monkeypatch)
     cache = PreprocessedCache()
     cache.get_or_compute(record, PreprocessConfig(), compute)
     cache.get_or_compute(record, PreprocessConfig(image_size=(128, 64)), compute)
     cache.get_or_compute(ImageRecord(**{**record.__dict__, "laterality": "L"}), PreprocessConfig(), compute)
-    stat = os.stat(record.path)
-    os.utime(record.path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert len(calls) == 3
+    np.save(data / "a.npy", _breast()[::-1].copy())  # new contents under the same name
     cache.get_or_compute(record, PreprocessConfig(), compute)
     assert len(calls) == 4
+
+
+def test_cache_is_keyed_by_contents_not_by_where_the_file_is(tmp_path, monkeypatch):
+    data, record, calls, compute = _cached_setup(tmp_path, monkeypatch)
+    cache = PreprocessedCache()
+    image, _ = cache.get_or_compute(record, PreprocessConfig(), compute)
+    stat = os.stat(record.path)
+    os.utime(record.path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched, unchanged
+    moved = tmp_path / "elsewhere" / "renamed.npy"
+    moved.parent.mkdir()
+    shutil.copy(record.path, moved)
+    for where in (record, ImageRecord(**{**record.__dict__, "path": str(moved)})):
+        again, _ = cache.get_or_compute(where, PreprocessConfig(), compute)
+        np.testing.assert_array_equal(again, image)
+    assert calls == ["a"], "a touched file and a copy elsewhere are served from the cache"
+    assert cache.contains(record, PreprocessConfig()) and not cache.contains(record, PreprocessConfig((128, 64)))
 
 
 def test_damaged_entries_are_recomputed(tmp_path, monkeypatch):

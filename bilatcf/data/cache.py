@@ -1,13 +1,19 @@
 """On-disk cache of preprocessed images, so only the first epoch pays for decoding and cropping full-size mammograms.
 
-Entries live under ``cache_dir()/preprocessed/`` (never next to the user's data) and are keyed by the source file's
-path, size and modification time plus the preprocessing config and the laterality tag: editing an image or changing
-the config simply misses the cache, so stale entries are never served. Images are stored as uint16 ``.npy``
-(quantisation error below 1e-5, half the size of float32 on disk) with the geometry in a JSON file beside them.
+Entries live under ``cache_dir()/preprocessed/`` (never next to the user's data) and are keyed by the **contents** of
+the source file (a SHA-256 of its bytes) plus the preprocessing config and the laterality tag: a dataset moved or
+copied to another folder, or a file touched without being changed, reuses its entries; an edited image or a changed
+config misses the cache, so stale entries are never served. Hashing a full-size DICOM costs about as much as reading
+it, so the digest of each file is remembered under ``cache_dir()/digests/`` by (path, size, modification time): a
+cached epoch reads two small files per image and decodes nothing. Images are stored as uint16 ``.npy`` (quantisation
+error below 1e-5, half the size of float32 on disk) with the geometry in a JSON file beside them.
+
+``bilatcf data cache --build DATA.yaml`` fills the cache ahead of training (:meth:`BilateralDataModule.build_cache`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -23,8 +29,9 @@ from bilatcf.data.preprocess import PreprocessConfig, PreprocessInfo
 from bilatcf.data.types import ImageRecord
 from bilatcf.errors import DataError
 
-_FORMAT_VERSION = 1  # bump when the stored layout or the preprocessing algorithm changes
+_FORMAT_VERSION = 2  # bump when the stored layout or the preprocessing algorithm changes
 _SCALE = np.iinfo(np.uint16).max
+_HASH_BLOCK = 1 << 22  # 4 MiB reads while hashing
 
 Preprocessor = Callable[[ImageRecord], tuple[np.ndarray, PreprocessInfo]]
 
@@ -46,6 +53,11 @@ class PreprocessedCache:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else cache_dir() / "preprocessed"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.digests = self.root.parent / "digests"
+
+    def contains(self, record: ImageRecord, config: PreprocessConfig) -> bool:
+        """Whether ``record`` under ``config`` has a complete entry (no decoding)."""
+        return all(path.is_file() for path in self._entry(record, config))
 
     def get_or_compute(
         self, record: ImageRecord, config: PreprocessConfig, fn: Preprocessor
@@ -82,9 +94,7 @@ class PreprocessedCache:
         key = json.dumps(
             {
                 "version": _FORMAT_VERSION,
-                "path": os.path.abspath(record.path),
-                "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns,
+                "content": self._content_digest(record.path, stat),
                 "laterality": record.laterality,
                 "config": asdict(config),
             },
@@ -93,3 +103,23 @@ class PreprocessedCache:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         folder = self.root / digest[:2]
         return folder / f"{digest}.npy", folder / f"{digest}.json"
+
+    def _content_digest(self, path: str, stat: os.stat_result) -> str:
+        """SHA-256 of the file's bytes, remembered by (absolute path, size, modification time)."""
+        where = json.dumps([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
+        memo = self.digests / f"{hashlib.sha256(where.encode()).hexdigest()[:32]}.txt"
+        with contextlib.suppress(OSError):
+            known = memo.read_text().strip()
+            if len(known) == 64:
+                return known
+        content = hashlib.sha256()
+        try:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
+                    content.update(block)
+        except OSError as error:
+            raise DataError(
+                f"{path}: image file unreadable ({error}); check the manifest's 'path' column and the file's access."
+            ) from error
+        atomic_write(memo, content.hexdigest().encode())
+        return content.hexdigest()

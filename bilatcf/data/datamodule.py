@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
 
 from bilatcf.data.manifest import read_manifest
 from bilatcf.data.pairing import make_pairs
@@ -90,12 +91,19 @@ class FileSource(ImageSource):
         self._set_reader_options()
         return read_image(record.path)
 
+    def is_cached(self, record: ImageRecord) -> bool:
+        return self.cache.contains(record, self.config)
+
+    def store(self, record: ImageRecord) -> tuple[np.ndarray, Any]:
+        """The preprocessed image and its geometry, from the cache or decoded and stored."""
+        return self.cache.get_or_compute(
+            record, self.config, lambda r: preprocess(self._read(r), r.laterality, self.config)
+        )
+
     def load(self, record):
         from bilatcf.data.io import read_mask
 
-        image, info = self.cache.get_or_compute(
-            record, self.config, lambda r: preprocess(self._read(r), r.laterality, self.config)
-        )
+        image, info = self.store(record)
         expected = tuple(self.config.image_size)
         if image.shape != expected:
             raise DataError(
@@ -344,6 +352,35 @@ class BilateralDataModule(_StagedDataModule):
             self._usable(self._read_manifest(), self._file_source(), announce=False)
         except DataError:
             pass
+
+    def build_cache(self, progress: bool = True) -> tuple[int, int]:
+        """Decode-check every manifest image and store its preprocessed version, so training decodes nothing.
+
+        What ``bilatcf data cache --build`` runs. Unusable images are counted, not raised (``bilatcf data check``
+        lists them with their reasons); images already cached are only looked up.
+
+        Returns:
+            (images now in the cache, images that cannot be used).
+        """
+        if self.hparams.source != "manifest":
+            raise ConfigError(
+                "--build needs a manifest data config (source: manifest); the synthetic data is generated into the "
+                "cache when it is first used and needs no build."
+            )
+        records, source = self._read_manifest(), self._file_source()
+        problems = check_images(
+            records,
+            tuple(self.hparams.image_size),
+            cache_name=manifest_cache_name(self.hparams.manifest, self.hparams.dicom_for_processing),
+            warm=source.warm,
+            progress=progress,
+        )
+        bad = {problem.index for problem in problems}
+        usable = [record for index, record in enumerate(records) if index not in bad]
+        missing = [record for record in usable if not source.is_cached(record)]
+        for record in tqdm(missing, desc="caching images", unit="image", disable=not progress or not missing):
+            source.store(record)
+        return len(usable), len(bad)
 
     def _read_manifest(self) -> list[ImageRecord]:
         # Missing files are left to the decode check, which reports them with the others (and can skip them).
