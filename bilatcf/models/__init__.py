@@ -2,6 +2,7 @@
 
 from bilatcf.models import (  # noqa: F401
     _template,
+    abn,
     anogan,
     brgan,
     cam,
