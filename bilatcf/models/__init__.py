@@ -11,6 +11,7 @@ from bilatcf.models import (  # noqa: F401
     fanogan,
     fixedpoint,
     gf,
+    ham,
     sbf,
     sff,
     vagan,
