@@ -60,6 +60,10 @@ class SyntheticSource(ImageSource):
             "crop_box": [0, 0, self.dataset.images.shape[2], self.dataset.images.shape[1]],
             "boxes": [list(b) for b in record.boxes],
         }
+        if self.dataset.lesion_types:
+            # The generator's finding kinds in this breast (e.g. "malignant_mass"; empty when lesion-free), for
+            # methods with per-type heads (HAM). Manifest data has no such column, so its meta lacks the key.
+            meta["lesion_types"] = list(self.dataset.lesion_types[i])
         return self.dataset.images[i], self.dataset.masks[i], self.dataset.healthy[i], meta
 
 

@@ -82,8 +82,9 @@ class BilateralBatch:
     Images are ``[B, 1, H, W]`` float32 in [0, 1] and face the same way (reference mirrored when needed). Labels are
     ``[B]`` long with -1 for unknown. ``target_mask`` is the target's lesion mask (valid where ``has_mask``);
     ``healthy`` is the ground-truth counterfactual of the target (synthetic data only, valid where ``has_healthy``).
-    ``meta`` holds one dict per pair: ids, laterality, view, flipped, original size, crop box and ``boxes`` (the
-    target's lesion boxes in batch pixel coordinates).
+    ``meta`` holds one dict per pair: ids, laterality, view, flipped, original size, crop box, ``boxes`` (the
+    target's lesion boxes in batch pixel coordinates) and, on synthetic data, ``lesion_types`` (the finding kinds in
+    the target breast).
 
     ``target_abnormal`` / ``ref_abnormal`` are the two images' own ``abnormal`` (1 lesion, 0 lesion-free, -1 unknown),
     whatever the task's labels are: a benign lesion has ``ref_label = 0`` in the malignancy task but

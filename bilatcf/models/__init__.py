@@ -12,6 +12,7 @@ from bilatcf.models import (  # noqa: F401
     fanogan,
     fixedpoint,
     gf,
+    ham,
     mil,
     sbf,
     sff,
