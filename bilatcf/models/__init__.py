@@ -7,6 +7,7 @@ from bilatcf.models import (  # noqa: F401
     brgan,
     cam,
     cgn,
+    cvt,
     cxgan,
     cyclegan,
     fanogan,
