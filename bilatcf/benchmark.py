@@ -58,6 +58,8 @@ CI_METRICS = ("test/auc", "test/asymmetry_auc")
 LEAD_COLUMNS = ("cell", "model", "label", "data", "seed", "fold")
 TAIL_COLUMNS = ("train_seconds", "pairs_per_second", "attempts", "git", "config_hash")
 _IDENTITY_KEYS = ("model", "data", "seed")  # metrics.json keys the CSV has its own columns for
+#: How a cell's ``bilatcf fit ...`` is started: this Python, as ``python -m bilatcf.cli`` (no console script needed).
+FIT_PREFIX = (sys.executable, "-m", "bilatcf.cli")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -674,7 +676,7 @@ class CellJob:
         command = list(spec["command"])
         if last_checkpoint(run_dir) is not None:
             command += ["--ckpt_path", "last"]
-        argv = [sys.executable, "-m", "bilatcf.cli", *command[1:]]
+        argv = [*spec.get("prefix", FIT_PREFIX), *command[1:]]
         env = {**os.environ, **spec.get("env", {})}
         rank = int(os.environ.get("SLURM_PROCID", "0") or 0) if spec.get("ranked") else 0
         log = run_dir / (LOG if rank == 0 else f"benchmark.rank{rank}.log")
@@ -709,6 +711,7 @@ def job_spec(cell: Cell, env: dict[str, str], ranked: bool = False) -> dict[str,
     return {
         "cell": cell.id,
         "command": list(cell.command),
+        "prefix": list(FIT_PREFIX),
         "run_dir": str(cell.run_dir.resolve()),
         "cwd": os.getcwd(),
         "env": env,
@@ -785,7 +788,8 @@ def _failure(cell: Cell, code: int | None) -> str:
 
 def _log_tail(path: Path, lines: int = 4) -> str:
     try:
-        tail = [line for line in path.read_text(errors="replace").splitlines() if line.strip()][-lines:]
+        text = path.read_text(errors="replace").splitlines()
+        tail = [line for line in text if line.strip() and not line.startswith("$ bilatcf ")][-lines:]
     except OSError:
         return ""
     return "".join(f"\n      {line}" for line in tail)
@@ -846,8 +850,8 @@ def make_executor(cluster: str, folder: Path, jobs: int, name: str, options: Slu
 
 class SubmititLauncher(Launcher):
     """Cells as submitit jobs: ``slurm`` submits the whole grid as one job array (``jobs`` array tasks at a time);
-    ``local`` keeps ``jobs`` processes running on this machine. The runner waits for the jobs; if it is stopped, the
-    jobs go on, and the same command later collects (and resumes) them."""
+    ``local`` keeps ``jobs`` processes running on this machine. The runner waits for the jobs; if it is stopped, SLURM
+    jobs go on, and the same command later collects the finished cells (and resumes the others)."""
 
     def __init__(
         self, cluster: str, folder: Path, jobs: int, name: str, options: SlurmOptions, poll: float | None = None
@@ -1215,14 +1219,16 @@ class Progress:
             self.line(f"{head} FAILED after {outcome.seconds:.0f} s: {outcome.message}")
 
     def _table(self):
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
         counts: dict[str, int] = {}
         for state in self.states.values():
             counts[state] = counts.get(state, 0) + 1
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - self.start))
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-        table = Table(title=f"benchmark {self.bench.name}", caption=f"{summary}; {elapsed}", caption_justify="left")
+        table = Table(title=f"benchmark {self.bench.name}", title_justify="left")
         table.add_column("model")
         for data in self.bench.data:
             table.add_column(data.label)
@@ -1232,7 +1238,8 @@ class Progress:
                 ids = [c.id for c in self.grid if c.model.label == model.label and c.data.label == data.label]
                 marks.append("".join(GLYPHS.get(self.states.get(i, NEW), "?") for i in ids))
             table.add_row(model.label, *marks)
-        return table
+        legend = "✓ done  ▶ running  ↻ to resume  · to run  ✗ failed"
+        return Group(table, Text(f"{summary}; {elapsed}   ({legend})"))
 
 
 # ================================================================================================ the command
