@@ -110,6 +110,7 @@ class Missing:
 
     label: str
     reason: str
+    short: str  # for the .md: no path of this machine
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Benchmark:
     jobs: int
     reference: Reference | None
     missing: tuple[Missing, ...] = ()
+    labels: tuple[str, ...] = ()  # every model entry's label in config order, missing ones included
 
 
 class _Problems:
@@ -286,6 +288,7 @@ def load_config(path: str | os.PathLike, skip_missing: bool = False) -> Benchmar
         jobs=jobs,
         reference=reference,
         missing=tuple(missing),
+        labels=tuple(labels),
     )
 
 
@@ -361,7 +364,8 @@ def _models(
             )
         if name is None:
             if skip_missing and absent:
-                missing.append(Missing(label, reason))
+                short = f"{config} does not exist yet" if config else f"no model '{spec}' is registered yet"
+                missing.append(Missing(label, reason, short))
             else:
                 problems.add(where, reason + (" (--skip-missing runs the other entries)" if absent else ""))
             continue
@@ -1080,7 +1084,7 @@ def render(bench: Benchmark, rows: list[dict[str, str]], total: int) -> str:
         out += _render_reference(bench, rows)
     if bench.missing:
         out += ["Not in the grid (left out with `--skip-missing`):", ""]
-        out += [f"- `{m.label}`: {m.reason}" for m in bench.missing] + [""]
+        out += [f"- `{m.label}`: {m.short}" for m in bench.missing] + [""]
     out += ["## Cells", "", "| model | how it is run |", "|---|---|"]
     for model in bench.models:
         how = shlex.join(
@@ -1116,8 +1120,7 @@ def _render_reference(bench: Benchmark, rows: list[dict[str, str]]) -> list[str]
         "| model | " + " | ".join(heads) + " |",
         "|---|" + "---:|" * len(heads),
     ]
-    labels = [m.label for m in bench.models] + [m.label for m in bench.missing]
-    for label in labels:
+    for label in bench.labels:
         if label not in reference.values:
             continue
         cells_text = []

@@ -157,7 +157,11 @@ def test_skip_missing_leaves_missing_models_out_and_lists_them(tmp_path):
     assert [m.label for m in bench.models] == ["sbf"]
     assert [m.label for m in bench.missing] == ["notyet", "x/soon"]
     text = benchmark.render(bench, [], total=2)
-    assert "Not in the grid (left out with `--skip-missing`)" in text and "`notyet`: unknown model" in text
+    assert (
+        "Not in the grid (left out with `--skip-missing`)" in text
+        and "- `notyet`: no model 'notyet' is registered yet" in text
+    )
+    assert f"- `x/soon`: {tmp_path / 'ablations' / 'x' / 'soon.yaml'} does not exist yet" in text
 
 
 def test_a_model_yaml_must_name_a_registered_model(tmp_path):
