@@ -1,4 +1,4 @@
-"""The ``bilatcf`` command: LightningCLI (fit / validate / test / predict) plus ``list`` and ``data``.
+"""The ``bilatcf`` command: LightningCLI (fit / validate / test / predict) plus ``list``, ``data`` and ``benchmark``.
 
 ``bilatcf fit --model cgn`` trains on the synthetic default, tests the best checkpoint and writes ``metrics.json`` in
 the run directory. ``--model`` takes the lowercase registry name; everything else is standard LightningCLI
@@ -47,9 +47,11 @@ COMMANDS = {
     "predict": "write predictions.csv and heatmaps of a checkpoint for the test split",
     "list": "list the registered models, one line each, with their paper",
     "data": "synthetic data, dataset manifests and the image cache (synth, preview, index, check, cache)",
+    "benchmark": "run a leaderboard (configs/benchmark/<name>.yaml): every model x data x seed x fold cell as a fit "
+    "run, resumable, then leaderboard_<name>.csv and .md",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-_EXTRA_COMMANDS = ("list", "data")
+_EXTRA_COMMANDS = ("list", "data", "benchmark")
 DEFAULT_CALLBACKS = [
     {
         # The best epoch on val/auc, for test and predict: the weights (plus hyper-parameters and data config) only.
@@ -412,6 +414,10 @@ def _run(args: list[str]) -> int:
         return 0 if args else 2
     command = args[0]
     if command in _EXTRA_COMMANDS:
+        if command == "benchmark":
+            from bilatcf.benchmark import run_benchmark
+
+            return run_benchmark(args[1:])
         from bilatcf import commands
 
         return {"list": commands.run_list, "data": commands.run_data}[command](args[1:])
