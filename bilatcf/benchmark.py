@@ -1277,6 +1277,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out (and list in the .md) the model entries whose model or YAML does not exist yet",
     )
     parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="LABEL",
+        default=None,
+        help="run only the cells of these model labels (as the table names them); the others are left as they are "
+        "and the leaderboard shows every finished cell",
+    )
+    parser.add_argument(
         "--rerun-changed",
         "--rerun_changed",
         action="store_true",
@@ -1312,6 +1320,14 @@ def run_benchmark(argv: list[str]) -> int:
     bench = load_config(ns.config, skip_missing=ns.skip_missing or ns.render_only)
     csv_path, md_path = results_paths(ns.results, bench.name)
     grid = cells(bench, ns.runs)
+    if ns.only:
+        labels = [model.label for model in bench.models]
+        unknown = [label for label in ns.only if label not in labels]
+        if unknown:
+            raise ConfigError(
+                f"--only {' '.join(unknown)}: no model entry of {bench.path} has this label; its labels are "
+                f"{', '.join(labels)}."
+            )
     if ns.render_only:
         if not csv_path.is_file():
             raise ConfigError(
@@ -1326,7 +1342,7 @@ def run_benchmark(argv: list[str]) -> int:
     states = {cell.id: cell_state(cell, csv_rows) for cell in grid}
     if ns.dry_run:
         return _dry_run(bench, grid, states)
-    changed = [cell for cell in grid if states[cell.id] == CHANGED]
+    changed = [cell for cell in grid if states[cell.id] == CHANGED and (not ns.only or cell.model.label in ns.only)]
     if changed and not ns.rerun_changed:
         shown = "\n".join(f"  - {cell.run_dir}" for cell in changed[:10])
         more = f"\n  ... and {len(changed) - 10} more" if len(changed) > 10 else ""
@@ -1339,7 +1355,7 @@ def run_benchmark(argv: list[str]) -> int:
         shutil.rmtree(cell.run_dir, ignore_errors=True)
         csv_rows.pop(cell.id, None)
         states[cell.id] = NEW
-    todo = [cell for cell in grid if states[cell.id] in (NEW, RESUME)]
+    todo = [cell for cell in grid if states[cell.id] in (NEW, RESUME) and (not ns.only or cell.model.label in ns.only)]
     jobs = ns.jobs or bench.jobs
     counts = {state: sum(1 for s in states.values() if s == state) for state in (DONE, DONE_CSV, RESUME, NEW)}
     print(

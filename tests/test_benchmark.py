@@ -443,3 +443,15 @@ def test_a_tiny_real_grid_end_to_end_reruns_identically_and_resumes_through_the_
     log = (cell / benchmark.LOG).read_text()
     assert log.count("$ bilatcf fit") == 2 and "--trainer.enable_progress_bar false --ckpt_path last\n" in log
     assert benchmark.metrics_file(cell) is not None
+
+
+def test_only_runs_the_named_models_and_the_leaderboard_keeps_every_finished_cell(tmp_path, fake_fit, capsys):
+    path = small_config(tmp_path)
+    assert run(tmp_path, path, "--only", "gradcam") == 0
+    assert {call[call.index("--config") + 1] for call in fake_fit()} == {GRADCAM}
+    assert run(tmp_path, path) == 0
+    assert len(fake_fit()) == 4, "the second run trains only the cells the first left out"
+    rows = list(csv.DictReader((tmp_path / "results" / "leaderboard_small.csv").open()))
+    assert sorted(row["label"] for row in rows) == ["gradcam", "gradcam", "sbf", "sbf"]
+    assert run(tmp_path, path, "--only", "gap") == 2
+    assert "--only gap: no model entry" in capsys.readouterr().err
