@@ -8,6 +8,7 @@ from bilatcf.models import (  # noqa: F401
     cgn,
     cxgan,
     cyclegan,
+    early,
     fanogan,
     fixedpoint,
     gf,
@@ -15,4 +16,5 @@ from bilatcf.models import (  # noqa: F401
     sff,
     vagan,
     vanilla,
+    wu,
 )
