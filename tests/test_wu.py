@@ -310,6 +310,13 @@ def test_four_view_trains_both_branches_on_four_view_data(tiny_datamodule_factor
         assert len(moved) == len(list(model.branches[name].parameters())), name
 
 
+def test_four_view_on_two_view_data_trains_with_a_warning(tiny_datamodule_factory):
+    with pytest.warns(UserWarning, match=r"no other views \(--data.four_view false\)"):
+        quiet_trainer(max_epochs=1, limit_train_batches=1).fit(
+            tiny(four_view=True), datamodule=tiny_datamodule_factory()
+        )
+
+
 def test_four_view_yaml_sets_the_model_flag_and_the_data_option():
     config = yaml.safe_load((REPO / "configs" / "ablations" / "wu" / "four_view.yaml").read_text())
     assert config["model"]["init_args"] == {"four_view": True}
