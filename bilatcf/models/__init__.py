@@ -10,6 +10,7 @@ from bilatcf.models import (  # noqa: F401
     cvt,
     cxgan,
     cyclegan,
+    early,
     fanogan,
     fixedpoint,
     gf,
@@ -19,4 +20,5 @@ from bilatcf.models import (  # noqa: F401
     sff,
     vagan,
     vanilla,
+    wu,
 )
