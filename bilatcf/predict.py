@@ -15,11 +15,34 @@ from bilatcf.viz import heatmap_overlay
 CSV_COLUMNS = ("image_id", "reference_id", "patient_id", "laterality", "view", "score", "pred", "label")
 
 
+#: Rows of the original-geometry overlay PNGs at most (the NPY keeps the full resolution).
+OVERLAY_MAX_ROWS = 1024
+
+
+def write_original_geometry(heatmap: np.ndarray, meta: dict[str, Any], stem: str, title: str) -> None:
+    """``<stem>.npy``: the map in the original file's pixels (:func:`~bilatcf.data.preprocess.unmap_map`);
+    ``<stem>.png``: it over the original image, at most :data:`OVERLAY_MAX_ROWS` rows."""
+    import cv2
+
+    from bilatcf.data.io import read_image
+    from bilatcf.data.preprocess import PreprocessInfo, unmap_map
+
+    original = unmap_map(heatmap, PreprocessInfo.from_dict(meta))
+    np.save(f"{stem}.npy", original)
+    image = read_image(meta["path"])
+    factor = max(1.0, image.shape[0] / OVERLAY_MAX_ROWS)
+    size = (max(1, round(image.shape[1] / factor)), max(1, round(image.shape[0] / factor)))
+    shrink = (lambda a: cv2.resize(a, size, interpolation=cv2.INTER_AREA)) if factor > 1 else (lambda a: a)
+    heatmap_overlay(shrink(image), shrink(original), f"{stem}.png", title=f"{title}, original geometry")
+
+
 class PredictionWriter(BasePredictionWriter):
     """Write ``predictions.csv`` and ``heatmaps/<image_id>.{npy,png}`` into ``<run dir>/<dirname>``.
 
     Columns: ids, ``score`` (the task score: a probability, or the raw score of anomaly models), ``pred`` (the class at
-    the model's operating threshold), ``label`` and one ``<head>_score`` per extra head.
+    the model's operating threshold), ``label`` and one ``<head>_score`` per extra head. For images read from files,
+    the CAM and explanation are also written in the original file's geometry (``<image_id>_<map>_original.{npy,png}``:
+    padding, resize, flip and crop undone).
 
     Args:
         dirname: folder (inside the run dir) receiving the predictions.
@@ -76,6 +99,8 @@ class PredictionWriter(BasePredictionWriter):
                         heatmap_overlay(
                             output.batch.target[i, 0], heatmap, f"{stem}_{key}.png", title=f"{stem.name} {key}"
                         )
+                        if "crop_box" in meta and meta.get("path"):
+                            write_original_geometry(heatmap, meta, f"{stem}_{key}_original", f"{stem.name} {key}")
 
     def on_predict_end(self, trainer, pl_module) -> None:
         folder = self._folder(trainer)

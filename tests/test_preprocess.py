@@ -13,7 +13,15 @@ import pytest
 from bilatcf.data import io as image_io
 from bilatcf.data.cache import PreprocessedCache, cache_dir
 from bilatcf.data.io import read_image, read_mask, register_reader
-from bilatcf.data.preprocess import PreprocessConfig, PreprocessInfo, breast_mask, map_boxes, map_mask, preprocess
+from bilatcf.data.preprocess import (
+    PreprocessConfig,
+    PreprocessInfo,
+    breast_mask,
+    map_boxes,
+    map_mask,
+    preprocess,
+    unmap_map,
+)
 from bilatcf.data.types import ImageRecord
 from bilatcf.errors import ConfigError, DataError
 
@@ -287,3 +295,24 @@ def test_cache_needs_the_source_file(tmp_path, monkeypatch):
     os.remove(record.path)
     with pytest.raises(DataError, match="a.npy: image file not found"):
         PreprocessedCache().get_or_compute(record, PreprocessConfig(), compute)
+
+
+@pytest.mark.parametrize("chest_wall_right", [True, False])
+def test_unmap_map_brings_a_model_size_map_back_to_the_original_pixels(chest_wall_right):
+    image = _breast(chest_wall_right)
+    mask = np.zeros_like(image, dtype=np.uint8)
+    mask[20:36, 10:20] = 1  # a lesion inside the breast
+    config = PreprocessConfig(image_size=(40, 40))  # the breast is resized and padded on the right
+    _, info = preprocess(image, "R" if chest_wall_right else "L", config)
+    assert info.flipped == chest_wall_right and info.pad[1] > 0
+    back = unmap_map(map_mask(mask, info).astype(np.float32), info)
+    assert back.shape == image.shape
+    lesion = back > 0.5
+    iou = (lesion & (mask > 0)).sum() / (lesion | (mask > 0)).sum()
+    assert iou > 0.8, iou
+    x0, y0, x1, y1 = info.crop_box
+    outside = np.ones_like(back, dtype=bool)
+    outside[y0:y1, x0:x1] = False
+    assert not back[outside].any(), "outside the crop (the marker's corner) the map is 0"
+    with pytest.raises(DataError, match="resize the map to the model's input size"):
+        unmap_map(np.zeros((10, 10), np.float32), info)

@@ -188,6 +188,7 @@ class PairDataset(Dataset):
                 **meta,
                 "boxes": sample.pop("boxes"),
                 "image_id": pair.target.image_id,
+                "path": pair.target.path,
                 "reference_id": pair.reference.image_id,
                 "patient_id": pair.target.patient_id,
                 "laterality": pair.target.laterality,
@@ -262,7 +263,8 @@ class BilateralDataModule(_StagedDataModule):
 
     Args:
         source: ``synthetic`` (embedded generator, cached) or ``manifest`` (a CSV in the canonical format).
-        manifest: path of the manifest CSV (``source="manifest"``).
+        manifest: path of the manifest CSV (``source="manifest"``), or a folder of mammography DICOM files (read
+            with the ``folder`` adapter: every field from the headers, labels unknown; for ``predict_split="all"``).
         root: folder that relative paths in the manifest are resolved against (default: the CSV's folder).
         task: ``malignancy`` (pairs whose target has a lesion; label = malignant) or ``abnormality`` (all pairs).
         image_size: (H, W) of the images the models see; at least 32 x 16.
@@ -287,6 +289,8 @@ class BilateralDataModule(_StagedDataModule):
             dropped with a printed list instead of stopping ``setup`` with an error.
         dicom_for_processing: DICOM images marked FOR PROCESSING (the detector's raw signal): ``refuse`` them (they
             are then unusable images, see ``skip_bad_images``) or ``warn`` and read them.
+        predict_split: what ``bilatcf predict`` reads: the ``test`` pairs, or ``all``: every image of the data with
+            its contralateral image, labelled or not (new exams; e.g. ``--data.manifest`` a folder of DICOM files).
     """
 
     def __init__(
@@ -314,10 +318,12 @@ class BilateralDataModule(_StagedDataModule):
         misalignment: float | None = None,
         skip_bad_images: bool = False,
         dicom_for_processing: Literal["refuse", "warn"] = "refuse",
+        predict_split: Literal["test", "all"] = "test",
     ) -> None:
         super().__init__()
         _check_choice("source", source, ("synthetic", "manifest"))
         _check_choice("dicom_for_processing", dicom_for_processing, ("refuse", "warn"))
+        _check_choice("predict_split", predict_split, ("test", "all"))
         if source == "manifest" and not manifest:
             raise ConfigError(
                 "--data.source manifest needs --data.manifest PATH: a CSV with one row per image in the canonical "
@@ -387,6 +393,9 @@ class BilateralDataModule(_StagedDataModule):
         return len(usable), len(bad)
 
     def _read_manifest(self) -> list[ImageRecord]:
+        manifest = Path(self.hparams.manifest)
+        if manifest.is_dir():
+            return _index_folder(manifest)
         # Missing files are left to the decode check, which reports them with the others (and can skip them).
         return read_manifest(self.hparams.manifest, root=self.hparams.root, check_files=False)
 
@@ -461,6 +470,10 @@ class BilateralDataModule(_StagedDataModule):
         _announce(f"pairing: {self.report.summary()}")
         self.pairs = {split: [p for p in pairs if p.target.split == split] for split in ("train", "val", "test")}
         self.pairs["predict"] = self.pairs["test"]
+        if h.predict_split == "all":
+            self.pairs["predict"], _ = make_pairs(
+                self.records, task=h.task, missing_partner=h.missing_partner, four_view=h.four_view, every_image=True
+            )
 
     def _empty_split_message(self, split: str, stage: str) -> str:
         """Why ``split`` has no pair and the fix for the source in use (never a synthetic option for a manifest)."""
@@ -684,6 +697,24 @@ _NOT_SET_UP = (
     "the DataModule has no data yet: call datamodule.setup('fit') first (Lightning calls it before the model's own "
     "setup hook, so a method can read the training split there)."
 )
+
+
+def _index_folder(folder: Path) -> list[ImageRecord]:
+    """The records of a folder of mammography DICOM files (the ``folder`` adapter), its skipped files announced."""
+    from bilatcf.data.adapters import index_dataset
+    from bilatcf.data.adapters.base import IndexOptions
+
+    result = index_dataset("folder", IndexOptions(root=folder))
+    if result.skipped:
+        listing = "\n".join(f"  - {problem}" for problem in result.skipped[:20])
+        more = f"\n  ... and {len(result.skipped) - 20} more" if len(result.skipped) > 20 else ""
+        _announce(f"{folder}: {len(result.skipped)} file(s) skipped:\n{listing}{more}")
+    if not result.records:
+        raise DataError(
+            f"--data.manifest {folder} is a folder, read as DICOM files of mammograms, but none is usable "
+            f"({result.summary()}). Give a folder of MG DICOM files, or a manifest CSV (`bilatcf data index`)."
+        )
+    return result.records
 
 
 @rank_zero_only

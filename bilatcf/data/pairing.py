@@ -51,7 +51,11 @@ class PairingReport:
 
 
 def make_pairs(
-    records: Sequence[ImageRecord], task: str = "malignancy", missing_partner: str = "drop", four_view: bool = False
+    records: Sequence[ImageRecord],
+    task: str = "malignancy",
+    missing_partner: str = "drop",
+    four_view: bool = False,
+    every_image: bool = False,
 ) -> tuple[list[Pair], PairingReport]:
     """Pair every target image with its contralateral image.
 
@@ -64,6 +68,8 @@ def make_pairs(
         missing_partner: ``drop`` (the seeds' protocol) or ``mirror-self`` (the target is its own reference,
             ``reference_is_self=True``, ref_label = -1), for unilateral datasets such as CBIS-DDSM.
         four_view: also attach the ipsilateral other view (CC <-> MLO) of the target and of the reference.
+        every_image: every image is a target, labelled or not (prediction on new exams); the task's label policy
+            still fills the labels, which are -1 where unknown.
 
     Returns:
         The pairs sorted by (pair key, target laterality), and the report.
@@ -78,7 +84,7 @@ def make_pairs(
     slots = _one_image_per_slot(records, dropped)
     pairs = []
     for (key, side), target in sorted(slots.items()):
-        if not _is_target(target, task):
+        if not every_image and not _is_target(target, task):
             continue
         reference = slots.get((key, _OTHER_SIDE[side]))
         if reference is None and missing_partner == "drop":

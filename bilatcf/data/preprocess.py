@@ -179,6 +179,31 @@ def map_mask(mask: np.ndarray, info: PreprocessInfo) -> np.ndarray:
     return output
 
 
+def unmap_map(heatmap: np.ndarray, info: PreprocessInfo) -> np.ndarray:
+    """Bring a map at the model's input size back to the original image: the inverse of crop, flip, resize and pad.
+
+    The padding is dropped, the content resized (bilinear) to the crop, mirrored back if the image was flipped and
+    placed at the crop box of an all-zero map of ``info.original_size`` (outside the crop the map is 0). Used for
+    heatmaps of predictions on new exams, in the geometry of the files a radiologist opens.
+    """
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    height, width = info.content_size
+    if heatmap.shape != (height + info.pad[0], width + info.pad[1]):
+        raise DataError(
+            f"map has shape {heatmap.shape} but the preprocessed image had "
+            f"{(height + info.pad[0], width + info.pad[1])}; resize the map to the model's input size first."
+        )
+    x0, y0, x1, y1 = info.crop_box
+    content = cv2.resize(
+        np.ascontiguousarray(heatmap[:height, :width]), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR
+    )
+    if info.flipped:
+        content = content[:, ::-1]
+    output = np.zeros(tuple(info.original_size), dtype=np.float32)
+    output[y0:y1, x0:x1] = content
+    return output
+
+
 def _breast_box(image: np.ndarray) -> tuple[int, int, int, int]:
     """Bounding box of the breast mask; the whole image when no breast is found (blank image).
 
