@@ -52,6 +52,7 @@ def measure(
     )
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
+    model.build_training_state(datamodule)  # what fit builds from the training split (e.g. a tumour bank)
     timer = StepTimer(warmup)
     trainer = pl.Trainer(
         accelerator="cpu",
