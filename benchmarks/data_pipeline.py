@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from speed import git_sha  # noqa: E402
+from speed import git_sha, update_docs  # noqa: E402
 
 
 def bench_synth(num_patients: int, image_size: tuple[int, int]) -> list[str]:
@@ -94,12 +94,7 @@ def main() -> None:
     results = REPO / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / "data_pipeline.md").write_text(markdown)
-    docs = REPO / "docs" / "benchmarks.md"
-    start, end = "<!-- data:start -->", "<!-- data:end -->"
-    text = docs.read_text()
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        docs.write_text(f"{head}{start}\n{markdown}{end}{rest.split(end, 1)[1]}")
+    update_docs(markdown, "data")
     print(markdown)
 
 

@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from speed import git_sha  # noqa: E402
+from speed import git_sha, update_docs  # noqa: E402
 
 FULL_SIZE = (4096, 3328)  # rows × columns of a common FFDM detector
 
@@ -220,12 +220,7 @@ def main() -> None:
     results = REPO / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / "dicom_pipeline.md").write_text(markdown)
-    docs = REPO / "docs" / "benchmarks.md"
-    start_marker, end_marker = "<!-- dicom-pipeline:start -->", "<!-- dicom-pipeline:end -->"
-    text = docs.read_text()
-    if start_marker in text and end_marker in text:
-        head, rest = text.split(start_marker, 1)
-        docs.write_text(f"{head}{start_marker}\n{markdown}{end_marker}{rest.split(end_marker, 1)[1]}")
+    update_docs(markdown, "dicom-pipeline")
     print(markdown)
 
 
