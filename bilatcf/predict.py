@@ -15,6 +15,8 @@ from bilatcf.viz import heatmap_overlay
 CSV_COLUMNS = ("image_id", "reference_id", "patient_id", "laterality", "view", "score", "pred", "label")
 
 
+#: What a file-read image's meta carries of its preprocessing (PreprocessInfo); synthetic images carry other keys.
+GEOMETRY_KEYS = {"original_size", "crop_box", "flipped", "scale", "pad"}
 #: Rows of the original-geometry overlay PNGs at most (the NPY keeps the full resolution).
 OVERLAY_MAX_ROWS = 1024
 
@@ -99,7 +101,7 @@ class PredictionWriter(BasePredictionWriter):
                         heatmap_overlay(
                             output.batch.target[i, 0], heatmap, f"{stem}_{key}.png", title=f"{stem.name} {key}"
                         )
-                        if "crop_box" in meta and meta.get("path"):
+                        if GEOMETRY_KEYS <= meta.keys() and meta.get("path"):
                             write_original_geometry(heatmap, meta, f"{stem}_{key}_original", f"{stem.name} {key}")
 
     def on_predict_end(self, trainer, pl_module) -> None:
