@@ -21,17 +21,24 @@ GEOMETRY_KEYS = {"original_size", "crop_box", "flipped", "scale", "pad"}
 OVERLAY_MAX_ROWS = 1024
 
 
-def write_original_geometry(heatmap: np.ndarray, meta: dict[str, Any], stem: str, title: str) -> None:
+def original_image(meta: dict[str, Any]) -> np.ndarray | None:
+    """The pair's target as its file holds it (decoded once per pair), or None for an image not read from a file."""
+    from bilatcf.data.io import read_image
+
+    return read_image(meta["path"]) if GEOMETRY_KEYS <= meta.keys() and meta.get("path") else None
+
+
+def write_original_geometry(
+    heatmap: np.ndarray, meta: dict[str, Any], image: np.ndarray, stem: str, title: str
+) -> None:
     """``<stem>.npy``: the map in the original file's pixels (:func:`~bilatcf.data.preprocess.unmap_map`);
-    ``<stem>.png``: it over the original image, at most :data:`OVERLAY_MAX_ROWS` rows."""
+    ``<stem>.png``: it over the original ``image``, at most :data:`OVERLAY_MAX_ROWS` rows."""
     import cv2
 
-    from bilatcf.data.io import read_image
     from bilatcf.data.preprocess import PreprocessInfo, unmap_map
 
     original = unmap_map(heatmap, PreprocessInfo.from_dict(meta))
     np.save(f"{stem}.npy", original)
-    image = read_image(meta["path"])
     factor = max(1.0, image.shape[0] / OVERLAY_MAX_ROWS)
     size = (max(1, round(image.shape[1] / factor)), max(1, round(image.shape[0] / factor)))
     shrink = (lambda a: cv2.resize(a, size, interpolation=cv2.INTER_AREA)) if factor > 1 else (lambda a: a)
@@ -89,6 +96,7 @@ class PredictionWriter(BasePredictionWriter):
             if not self.heatmaps:
                 continue
             stem = folder / "heatmaps" / str(row["image_id"])
+            source = original_image(meta)
             for key in ("cam", "explanation", "counterfactual"):
                 value = getattr(output, key)
                 if value is not None:
@@ -101,8 +109,10 @@ class PredictionWriter(BasePredictionWriter):
                         heatmap_overlay(
                             output.batch.target[i, 0], heatmap, f"{stem}_{key}.png", title=f"{stem.name} {key}"
                         )
-                        if GEOMETRY_KEYS <= meta.keys() and meta.get("path"):
-                            write_original_geometry(heatmap, meta, f"{stem}_{key}_original", f"{stem.name} {key}")
+                        if source is not None:
+                            write_original_geometry(
+                                heatmap, meta, source, f"{stem}_{key}_original", f"{stem.name} {key}"
+                            )
 
     def on_predict_end(self, trainer, pl_module) -> None:
         folder = self._folder(trainer)
