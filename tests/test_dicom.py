@@ -222,6 +222,34 @@ def test_compressed_files_read_like_uncompressed_ones(tmp_path, syntax, photomet
 
 
 @pytest.mark.parametrize(
+    ("stored", "kwargs"),
+    [
+        (ramp(high=65535), {"bits_stored": 16, "BitsStored": 12}),  # values above BitsStored, kept as stored
+        ((ramp(high=4095).astype(np.int32) - 2048).astype(np.int16), {"bits_stored": 12}),  # signed
+        (ramp(high=255).astype(np.uint8), {"bits_stored": 8}),
+    ],
+    ids=["above-bits-stored", "signed", "8-bit"],
+)
+def test_rle_reads_the_same_with_and_without_dicomsdl(tmp_path, monkeypatch, stored, kwargs):
+    pytest.importorskip("dicomsdl")
+    path = write_mammogram(tmp_path / "rle.dcm", stored, syntax=uids.RLELossless, **kwargs)
+    assert dicom._fast_rle(pydicom.dcmread(path), path) is not None  # dicomsdl decodes this file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DicomWarning)
+        fast = read_dicom(path)
+        monkeypatch.setattr(dicom, "find_spec", lambda name: None)  # as on a machine without dicomsdl
+        assert dicom._fast_rle(pydicom.dcmread(path), path) is None
+        np.testing.assert_array_equal(fast, read_dicom(path))
+
+
+def test_a_damaged_rle_frame_is_reported_in_pydicoms_words(tmp_path):
+    path = write_encapsulated(tmp_path / "bad.dcm", uids.RLELossless, frame=b"\x01\x00\x00\x00" + b"\x00" * 60)
+    assert dicom._fast_rle(pydicom.dcmread(path), path) is None
+    with pytest.raises(DataError, match="could not be decoded"):
+        read_dicom(path)
+
+
+@pytest.mark.parametrize(
     ("syntax", "install"),
     [
         (uids.JPEG2000Lossless, "pip install pylibjpeg pylibjpeg-openjpeg"),
