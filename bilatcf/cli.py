@@ -295,6 +295,8 @@ def _announce(message: str) -> None:
 
 
 def _print_summary(trainer) -> None:
+    # Under DDP Lightning broadcasts log_dir from rank 0: every rank must ask, or rank 0 waits on a finished peer.
+    run_dir = trainer.log_dir
     if trainer.global_rank != 0:
         return
     from bilatcf.metrics.callbacks import EvaluationCallback
@@ -302,7 +304,7 @@ def _print_summary(trainer) -> None:
     for callback in trainer.callbacks:
         if isinstance(callback, EvaluationCallback) and getattr(callback, "results", None):
             print("\n" + format_metrics(callback.results))
-    print(f"run dir: {trainer.log_dir}")
+    print(f"run dir: {run_dir}")
 
 
 def format_metrics(results: dict[str, Any]) -> str:

@@ -167,6 +167,32 @@ def test_ddp_two_processes_match_one_ablation(case, name, init_args, tmp_path):
     check_ddp_matches_single_process(case, name, init_args, tmp_path)
 
 
+class _RankedTrainer:
+    """What the run summary reads of a trainer; counts the reads of ``log_dir`` (a DDP collective in Lightning)."""
+
+    callbacks: list = []
+
+    def __init__(self, global_rank: int) -> None:
+        self.global_rank = global_rank
+        self.log_dir_reads = 0
+
+    @property
+    def log_dir(self) -> str:
+        self.log_dir_reads += 1
+        return "runs/lightning_logs/version_0"
+
+
+def test_the_run_summary_reads_the_run_dir_on_every_rank(capsys):
+    # Rank 0 broadcasts log_dir; a rank that returned without taking part left `fit` under DDP waiting, then failing.
+    from bilatcf.cli import _print_summary
+
+    trainers = [_RankedTrainer(0), _RankedTrainer(1)]
+    for trainer in trainers:
+        _print_summary(trainer)
+    assert [t.log_dir_reads for t in trainers] == [1, 1]
+    assert capsys.readouterr().out.count("run dir: runs/lightning_logs/version_0") == 1
+
+
 def test_list_prints_every_model(capsys):
     assert main(["list"]) == 0
     printed = capsys.readouterr().out
