@@ -31,5 +31,8 @@ lint: install
 	$(BIN)/ruff format --check bilatcf tests benchmarks
 	$(BIN)/ruff check bilatcf tests benchmarks
 
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) runs lightning_logs .pytest_cache
+	rm -rf $(VENV) runs lightning_logs .pytest_cache site
