@@ -290,6 +290,25 @@ def test_grid_rerun_resume_and_failure_with_a_stand_in_fit(tmp_path, fake_fit, c
     assert [r["attempts"] for r in rows] == ["1", "1", "1", "2"]
 
 
+def test_multi_gpu_options_reach_every_cell_and_a_model_entry_overrides_them(tmp_path, fake_fit):
+    # docs/multi_gpu.md: a cell gets several GPUs (or processes) from --trainer.* options in the config's args.
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", 4, "--trainer.num_nodes", 2]
+    models = ["sbf", {"model": GRADCAM, "label": "gradcam", "args": ["--trainer.devices", 2]}]
+    path = small_config(tmp_path, models=models, seeds=[0], args=ddp, reference=None)
+    assert run(tmp_path, path) == 0
+
+    def last_value(call: list[str], flag: str) -> str:  # what the fit's parser keeps: the last occurrence
+        return [call[i + 1] for i, arg in enumerate(call[:-1]) if arg == flag][-1]
+
+    sbf, gradcam = fake_fit()
+    for call, devices in ((sbf, "4"), (gradcam, "2")):
+        assert last_value(call, "--trainer.strategy") == "ddp" and last_value(call, "--trainer.num_nodes") == "2"
+        assert last_value(call, "--trainer.devices") == devices
+    cell = benchmark.cells(benchmark.load_config(path), tmp_path / "runs")[0]
+    spec = benchmark.job_spec(cell, {}, ranked=True)  # what each SLURM task of the cell runs
+    assert last_value(spec["command"], "--trainer.devices") == "4" and spec["ranked"]
+
+
 def test_a_changed_cell_is_refused_until_rerun_changed(tmp_path, fake_fit, capsys):
     path = small_config(tmp_path, seeds=[0], reference=None)
     assert run(tmp_path, path) == 0 and len(fake_fit()) == 2
