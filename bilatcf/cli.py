@@ -48,10 +48,10 @@ COMMANDS = {
     "predict": "write predictions.csv and heatmaps of a checkpoint for the test split",
     "list": "list the registered models, one line each, with their paper",
     "data": "synthetic data, dataset manifests and the image cache (synth, preview, index, check, cache)",
-    "explain": "PNG panels of a checkpoint's pairs (target, reference, counterfactual, explanation, CAM), their ROC "
-    "curve and an offline index.html gallery: bilatcf explain --ckpt_path best --out explain/",
     "benchmark": "run a leaderboard (configs/benchmark/<name>.yaml): every model x data x seed x fold cell as a fit "
     "run, resumable, then leaderboard_<name>.csv and .md",
+    "explain": "PNG panels of a checkpoint's pairs (target, reference, counterfactual, explanation, CAM), their ROC "
+    "curve and an offline index.html gallery: bilatcf explain --ckpt_path best --out explain/",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 _EXTRA_COMMANDS = ("list", "data", "benchmark", "explain")

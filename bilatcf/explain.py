@@ -319,12 +319,12 @@ def gallery_html(
         name = " ".join(v for v in (ids["patient_id"], ids["laterality"], ids["view"]) if v) or ids["image_id"]
         label = str(pair.label) if pair.label >= 0 else "unknown"
         css = ' class="positive"' if pair.label == 1 else ""
-        detail = (
-            f"target {escape(ids['image_id'])}, reference {escape(ids['reference_id'])}, split {escape(pair.split)}"
-        )
+        value = f"{pair.score:.3f}" if score == "p" else f"{pair.score:.4g}"
+        images = [f"{what} {escape(ids[key])}" for what, key in (("target", "image_id"), ("reference", "reference_id"))]
+        detail = ", ".join([image for image in images if not image.endswith(" ")] + [f"split {escape(pair.split)}"])
         parts += [
             f'<div class="pair" id="pair-{index}">',
-            f"<h2>{index}. {escape(name)}: <span{css}>label {label}</span>, {escape(score)} = {pair.score:.3f} "
+            f"<h2>{index}. {escape(name)}: <span{css}>label {label}</span>, {escape(score)} = {value} "
             f"(predicted {pair.pred})</h2>",
             f"<div>{detail}</div>",
             f'<img src="{escape(pair.file)}" alt="panel of pair {index}: {escape(name)}">',

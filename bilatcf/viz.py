@@ -71,7 +71,8 @@ def _score_text(sample: dict[str, Any], row: int, score_name: str) -> str:
         label = int(sample["label"][row])
         parts.append(f"label {label}" if label >= 0 else "label unknown")
     if "prob" in sample:
-        parts.append(f"{score_name} = {float(sample['prob'][row]):.2f}")
+        value = float(sample["prob"][row])
+        parts.append(f"{score_name} = {value:.2f}" if score_name == "p" else f"{score_name} = {value:.3g}")
     return ", ".join(parts)
 
 
@@ -86,7 +87,8 @@ def _title(column: str, sample: dict[str, Any], row: int, score_name: str) -> st
             return "reference: the target itself\n(no contralateral image), mirrored"
         side = {"L": "R", "R": "L"}.get(str(meta.get("laterality", "")))
         view = meta.get("view", "")
-        return f"reference: contralateral\n{side} {view}, mirrored" if side else "reference\n(mirrored)"
+        # Without a laterality (unilateral toy data) the reference is the image itself, as the data gives it.
+        return f"reference: contralateral\n{side} {view}, mirrored" if side else "reference"
     return {
         "counterfactual": "counterfactual\n(the target made healthy)",
         "healthy": "true healthy image\n(ground truth)",
