@@ -25,6 +25,7 @@ _ROW_HEIGHT_IN = 3.6
 _MIN_CELL_WIDTH_IN = 2.5
 _COLOUR_BAR_IN = 0.7
 _TITLE_PT = 11
+_MAX_PANEL_DPI = 200  # large images are drawn with more pixels, up to this
 _HEATMAP_CMAP = "jet"
 _HEATMAP_ALPHA = 0.6  # opacity of a heatmap at its maximum; it fades to transparent at its minimum
 _GREY_COLUMNS = ("target", "reference", "counterfactual", "healthy")
@@ -239,7 +240,8 @@ def pair_panel(sample: dict[str, Any], path: str | Path, score_name: str = "p") 
         axes[row][0].set_ylabel(_row_label(sample, row), fontsize=_TITLE_PT - 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    # About one figure pixel per image row (images take ~3 of the row's inches), from 100 dpi up to 200 dpi.
+    figure.savefig(path, dpi=min(_MAX_PANEL_DPI, max(100, int(np.ceil(height / (_ROW_HEIGHT_IN - 0.6))))))
     return path
 
 
