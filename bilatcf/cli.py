@@ -1,4 +1,5 @@
-"""The ``bilatcf`` command: LightningCLI (fit / validate / test / predict) plus ``list``, ``data`` and ``benchmark``.
+"""The ``bilatcf`` command: LightningCLI (fit / validate / test / predict) plus ``list``, ``data``, ``benchmark`` and
+``explain``.
 
 ``bilatcf fit --model cgn`` trains on the synthetic default, tests the best checkpoint and writes ``metrics.json`` in
 the run directory. ``--model`` takes the lowercase registry name; everything else is standard LightningCLI
@@ -49,9 +50,11 @@ COMMANDS = {
     "data": "synthetic data, dataset manifests and the image cache (synth, preview, index, check, cache)",
     "benchmark": "run a leaderboard (configs/benchmark/<name>.yaml): every model x data x seed x fold cell as a fit "
     "run, resumable, then leaderboard_<name>.csv and .md",
+    "explain": "PNG panels of a checkpoint's pairs (target, reference, counterfactual, explanation, CAM), their ROC "
+    "curve and an offline index.html gallery: bilatcf explain --ckpt_path best --out explain/",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-_EXTRA_COMMANDS = ("list", "data", "benchmark")
+_EXTRA_COMMANDS = ("list", "data", "benchmark", "explain")
 DEFAULT_CALLBACKS = [
     {
         # The best epoch on val/auc, for test and predict: the weights (plus hyper-parameters and data config) only.
@@ -420,6 +423,10 @@ def _run(args: list[str]) -> int:
             from bilatcf.benchmark import run_benchmark
 
             return run_benchmark(args[1:])
+        if command == "explain":  # a predict loop through this CLI class: the same checkpoint and data handling
+            from bilatcf.explain import run_explain
+
+            return run_explain(args[1:], _build_cli_class()[0])
         from bilatcf import commands
 
         return {"list": commands.run_list, "data": commands.run_data}[command](args[1:])

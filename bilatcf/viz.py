@@ -19,6 +19,17 @@ if TYPE_CHECKING:
     from bilatcf.data.types import ImageRecord
 
 _PANEL_HEIGHT_IN = 3.0
+#: Pair panels: inches per row, the narrowest cell (so titles fit over a narrow breast) and the extra width a heatmap
+#: cell takes for its colour bar. At 100 dpi a row is 360 pixels high, titles 11 pt: readable on a screen at 100 %.
+_ROW_HEIGHT_IN = 3.6
+_MIN_CELL_WIDTH_IN = 2.5
+_COLOUR_BAR_IN = 0.7
+_TITLE_PT = 11
+_MAX_PANEL_DPI = 200  # large images are drawn with more pixels, up to this
+_HEATMAP_CMAP = "jet"
+_HEATMAP_ALPHA = 0.6  # opacity of a heatmap at its maximum; it fades to transparent at its minimum
+_GREY_COLUMNS = ("target", "reference", "counterfactual", "healthy")
+_HEATMAP_COLUMNS = ("feature_residual", "explanation", "cam")
 
 
 def _image(value: Tensor, row: int) -> Any:
@@ -33,84 +44,168 @@ def _columns(sample: dict[str, Any]) -> list[str]:
         columns.append("counterfactual")
         if "healthy" in sample:
             columns.append("healthy")
+    elif "feature_residual" in sample:
+        columns.append("feature_residual")
     if "explanation" in sample or "counterfactual" in sample:
-        columns.append("residual")
+        columns.append("explanation")
     if "cam" in sample:
         columns.append("cam")
     return columns
 
 
-def _target_title(sample: dict[str, Any], row: int) -> str:
-    parts = ["target"]
+def _meta(sample: dict[str, Any], row: int) -> dict[str, Any]:
+    meta = sample.get("meta")
+    return meta[row] if meta is not None and row < len(meta) else {}
+
+
+def _window(sample: dict[str, Any], row: int) -> tuple[float, float]:
+    """One grey window for the target, its reference and the counterfactual images of a pair: the 0.5-99.5
+    percentiles of target and reference together, so a brightness change between them is a change in the images."""
+    pixels = np.concatenate([_image(sample[key], row).ravel() for key in ("target", "reference")])
+    low, high = (float(v) for v in np.percentile(pixels, [0.5, 99.5]))
+    return (low, high) if high - low > 1e-3 else (0.0, 1.0)
+
+
+def _score_text(sample: dict[str, Any], row: int, score_name: str) -> str:
+    parts = []
     if "label" in sample:
-        parts.append(f"label={int(sample['label'][row])}")
+        label = int(sample["label"][row])
+        parts.append(f"label {label}" if label >= 0 else "label unknown")
     if "prob" in sample:
-        parts.append(f"p={float(sample['prob'][row]):.2f}")
-    return "  ".join(parts)
+        value = float(sample["prob"][row])
+        parts.append(f"{score_name} = {value:.2f}" if score_name == "p" else f"{score_name} = {value:.3g}")
+    return ", ".join(parts)
 
 
-def _draw_lesions(ax: Any, sample: dict[str, Any], row: int) -> None:
-    """GT mask outline in red, and GT boxes as dashed red rectangles."""
+def _title(column: str, sample: dict[str, Any], row: int, score_name: str) -> str:
+    meta = _meta(sample, row)
+    if column == "target":
+        outline = " (GT outline)" if _has_lesion(sample, row) else ""
+        scores = _score_text(sample, row, score_name)
+        return f"target{outline}" + (f"\n{scores}" if scores else "")
+    if column == "reference":
+        if meta.get("reference_is_self"):
+            return "reference: the target itself\n(no contralateral image), mirrored"
+        side = {"L": "R", "R": "L"}.get(str(meta.get("laterality", "")))
+        view = meta.get("view", "")
+        # Without a laterality (unilateral toy data) the reference is the image itself, as the data gives it.
+        return f"reference: contralateral\n{side} {view}, mirrored" if side else "reference"
+    return {
+        "counterfactual": "counterfactual\n(the target made healthy)",
+        "healthy": "true healthy image\n(ground truth)",
+        "feature_residual": "feature residual\n|H_T - H_C| over channels",
+        "explanation": "explanation map\n|explanation|"
+        if "explanation" in sample
+        else "residual\n|target - counterfactual|",
+        "cam": "CAM over the target\n(class activation)",
+    }[column]
+
+
+def _has_lesion(sample: dict[str, Any], row: int) -> bool:
+    known = "target_mask" in sample and ("has_mask" not in sample or bool(sample["has_mask"][row]))
+    boxes = sample["boxes"][row] if "boxes" in sample else []
+    return bool(boxes) or (known and float(_image(sample["target_mask"], row).max()) > 0.5)
+
+
+def _draw_lesions(ax: Any, sample: dict[str, Any], row: int, colour: str = "red") -> None:
+    """GT mask outline, and GT boxes as dashed rectangles."""
     from matplotlib.patches import Rectangle
 
     if "target_mask" in sample and ("has_mask" not in sample or bool(sample["has_mask"][row])):
         mask = _image(sample["target_mask"], row)
         if mask.max() > 0.5:
-            ax.contour(mask, levels=[0.5], colors="red", linewidths=0.8)
+            ax.contour(mask, levels=[0.5], colors=colour, linewidths=1.0)
     boxes = sample["boxes"][row] if "boxes" in sample else []
     for x0, y0, x1, y1 in boxes:  # continuous pixel coordinates; imshow centres pixel j at j
         ax.add_patch(
             Rectangle(
-                (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="red", linestyle="--", linewidth=0.8
+                (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linestyle="--", linewidth=1.0
             )
         )
 
 
-def _residual(sample: dict[str, Any], row: int) -> Any:
-    """The explanation map if the model makes one, else the residual |target − counterfactual|."""
-    if "explanation" in sample:
-        return abs(_image(sample["explanation"], row))
-    return abs(_image(sample["target"], row) - _image(sample["counterfactual"], row))
+def _heatmap(column: str, sample: dict[str, Any], row: int) -> Any:
+    """A heatmap column's map at image size: |explanation| (else |target - counterfactual|), the feature residual or
+    the CAM. Maps at another size are upsampled bilinearly, so the overlay is smooth rather than blocky."""
+    import cv2
 
-
-def _draw_cell(ax: Any, column: str, sample: dict[str, Any], row: int, residual_max: float) -> None:
-    target = _image(sample["target"], row)
-    if column == "target":
-        ax.imshow(target, cmap="gray", vmin=0, vmax=1)
-        _draw_lesions(ax, sample, row)
-        ax.set_title(_target_title(sample, row), fontsize=8)
-    elif column == "reference":
-        ax.imshow(_image(sample["reference"], row), cmap="gray", vmin=0, vmax=1)
-        ax.set_title("reference", fontsize=8)
-    elif column == "counterfactual":
-        ax.imshow(_image(sample["counterfactual"], row), cmap="gray", vmin=0, vmax=1)
-        ax.set_title("counterfactual", fontsize=8)
-    elif column == "healthy":
-        ax.imshow(_image(sample["healthy"], row), cmap="gray", vmin=0, vmax=1)
-        _draw_lesions(ax, sample, row)
-        ax.set_title("true healthy", fontsize=8)
-    elif column == "residual":
-        title = "|explanation|" if "explanation" in sample else "|target - counterfactual|"
-        ax.imshow(_residual(sample, row), cmap="magma", vmin=0, vmax=residual_max)
-        ax.set_title(title, fontsize=8)
+    if column == "explanation":
+        if "explanation" in sample:
+            plane = abs(_image(sample["explanation"], row))
+        else:
+            plane = abs(_image(sample["target"], row) - _image(sample["counterfactual"], row))
     else:
-        ax.imshow(target, cmap="gray", vmin=0, vmax=1)
-        ax.imshow(_image(sample["cam"], row), cmap="jet", alpha=0.4, vmin=0, vmax=1)
-        _draw_lesions(ax, sample, row)
-        ax.set_title("CAM", fontsize=8)
-    ax.set_axis_off()
+        plane = _image(sample[column], row)
+    height, width = sample["target"].shape[-2:]
+    if plane.shape != (height, width):
+        plane = cv2.resize(plane.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    return plane
 
 
-def pair_panel(sample: dict[str, Any], path: str | Path) -> Path:
-    """Write a PNG with one row per pair: target (GT outline), reference, counterfactual, true healthy image, residual,
-    CAM overlay.
+def _draw_heatmap(ax: Any, figure: Any, base: Any, window: tuple[float, float], heatmap: Any, top: float) -> None:
+    """``heatmap`` over the grey ``base``, opaque where it is high and transparent where it is low, with a colour bar
+    of its values from 0 to ``top``."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    ax.imshow(base, cmap="gray", vmin=window[0], vmax=window[1])
+    norm = Normalize(vmin=0.0, vmax=top)
+    cmap = colormaps[_HEATMAP_CMAP]
+    level = np.clip(norm(heatmap), 0.0, 1.0)
+    colours = cmap(level)
+    colours[..., 3] = _HEATMAP_ALPHA * level
+    ax.imshow(colours, interpolation="bilinear")
+    # The bar hangs on the image's right edge (axes coordinates follow the image box), in the cell's extra width.
+    ax.set_anchor("W")
+    bar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=ax.inset_axes((1.04, 0.0, 0.07, 1.0)))
+    bar.ax.tick_params(labelsize=9)
+
+
+def _draw_cell(
+    ax: Any, figure: Any, column: str, sample: dict[str, Any], row: int, tops: dict[str, float], score_name: str
+) -> None:
+    window = _window(sample, row)
+    if column in _GREY_COLUMNS:
+        ax.imshow(_image(sample[column], row), cmap="gray", vmin=window[0], vmax=window[1])
+        if column in ("target", "healthy"):
+            _draw_lesions(ax, sample, row)
+    else:
+        _draw_heatmap(ax, figure, _image(sample["target"], row), window, _heatmap(column, sample, row), tops[column])
+        _draw_lesions(ax, sample, row, colour="white")
+    ax.set_title(_title(column, sample, row, score_name), fontsize=_TITLE_PT)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _row_label(sample: dict[str, Any], row: int) -> str:
+    meta = _meta(sample, row)
+    ids = [str(meta[key]) for key in ("patient_id", "laterality", "view") if meta.get(key)]
+    name = " ".join(ids) or str(meta.get("image_id", f"pair {row}"))
+    low, high = _window(sample, row)
+    return f"{name}\ngrey window {low:.2f} to {high:.2f}"
+
+
+def pair_panel(sample: dict[str, Any], path: str | Path, score_name: str = "p") -> Path:
+    """Write a PNG with one row per pair: target (GT outline, label and score), reference, counterfactual and true
+    healthy image (image methods) or feature residual (feature methods), explanation, CAM over the target.
+
+    Made to be read by a radiologist: target, reference and counterfactual share one grey window per pair (named at
+    the left of the row), so a difference in brightness is a difference in the images; heatmaps lie over the target,
+    upsampled smoothly to its size, transparent where they are low, each with a colour bar; GT outlines are red on
+    grey images and white on heatmaps. Heatmap columns share one scale over the rows, so a healthy pair's small
+    residual does not look like a lesion.
 
     Args:
         sample: the model's output dict (or a slice of it) with a leading pair dimension N: ``target`` and
-            ``reference`` [N, 1, H, W] are required; ``counterfactual``, ``explanation``, ``cam`` add columns, and
-            ``healthy`` (the true counterfactual of synthetic data) a column next to the counterfactual;
-            ``target_mask`` + ``has_mask`` and ``boxes`` draw the ground truth; ``label`` and ``prob`` go in the title.
+            ``reference`` [N, 1, H, W] are required; ``counterfactual``, ``feature_residual`` (shown when there is no
+            counterfactual), ``explanation`` and ``cam`` add columns, and ``healthy`` (the true counterfactual of
+            synthetic data) a column next to the counterfactual; ``target_mask`` + ``has_mask`` and ``boxes`` draw the
+            ground truth; ``label`` and ``prob`` go in the target's title; ``meta`` (one dict per pair) names the pair.
         path: output PNG file (parent folders are created).
+        score_name: how the score is named in the title (``p`` for a probability, ``score`` for an anomaly score).
 
     Returns:
         The path written.
@@ -127,20 +222,26 @@ def pair_panel(sample: dict[str, Any], path: str | Path) -> Path:
     columns = _columns(sample)
     rows = sample["target"].shape[0]
     height, width = sample["target"].shape[-2:]
-    panel_width = _PANEL_HEIGHT_IN * width / height
-    figure = Figure(figsize=(panel_width * len(columns), _PANEL_HEIGHT_IN * rows), layout="constrained")
+    cell = max(_MIN_CELL_WIDTH_IN, _ROW_HEIGHT_IN * width / height)
+    widths = [cell + (_COLOUR_BAR_IN if column in _HEATMAP_COLUMNS else 0.0) for column in columns]
+    figure = Figure(figsize=(sum(widths), _ROW_HEIGHT_IN * rows), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, len(columns), squeeze=False)
-    # One colour scale for the residual column, so a healthy pair's small residual does not look like a lesion.
-    residual_max = 1.0
-    if "residual" in columns:
-        residual_max = max(float(_residual(sample, row).max()) for row in range(rows)) or 1.0
+    axes = figure.subplots(rows, len(columns), squeeze=False, gridspec_kw={"width_ratios": widths})
+    tops = {
+        column: max(float(_heatmap(column, sample, row).max()) for row in range(rows)) or 1.0
+        for column in columns
+        if column in _HEATMAP_COLUMNS
+    }
+    if "cam" in tops:
+        tops["cam"] = max(tops["cam"], 1.0)  # CAMs are min-max normalised to [0, 1]
     for row in range(rows):
         for ax, column in zip(axes[row], columns):
-            _draw_cell(ax, column, sample, row, residual_max)
+            _draw_cell(ax, figure, column, sample, row, tops, score_name)
+        axes[row][0].set_ylabel(_row_label(sample, row), fontsize=_TITLE_PT - 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    # About one figure pixel per image row (images take ~3 of the row's inches), from 100 dpi up to 200 dpi.
+    figure.savefig(path, dpi=min(_MAX_PANEL_DPI, max(100, int(np.ceil(height / (_ROW_HEIGHT_IN - 0.6))))))
     return path
 
 

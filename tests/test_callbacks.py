@@ -204,7 +204,64 @@ def test_figure_callback_writes_one_png_per_pair(fitted):
     root, _, figures, _ = fitted
     assert [p.name for p in figures.paths] == ["pair_000.png", "pair_001.png", "pair_002.png"]
     assert all(p.parent == root / "figures" and p.stat().st_size > 1000 for p in figures.paths)
-    assert sorted(p.name for p in (root / "figures").iterdir()) == ["pair_000.png", "pair_001.png", "pair_002.png"]
+    assert sorted(p.name for p in (root / "figures").glob("*.png")) == ["pair_000.png", "pair_001.png", "pair_002.png"]
+
+
+def test_the_test_writes_the_roc_curve_next_to_metrics_json(fitted):
+    from matplotlib.image import imread
+
+    root = fitted[0]
+    assert imread(root / "roc.png").shape[:2] == (400, 400)
+
+
+class ImageLogger(pl.loggers.Logger):
+    """A logger that takes images, as Weights & Biases' does, and remembers what it got."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[tuple[str, list[str], int]] = []
+
+    name, version = "images", 0
+
+    def log_metrics(self, metrics, step=None) -> None:
+        pass
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_image(self, key: str, images: list[str], step: int) -> None:
+        self.images.append((key, images, step))
+
+
+def test_validation_panels_every_n_epochs_reach_the_logger(tmp_path):
+    figures = FigureCallback(num_pairs=1, val_every_n_epochs=2, val_num_pairs=2)
+    logger = ImageLogger()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=3,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=1,  # the sanity check draws nothing
+        default_root_dir=tmp_path,
+        callbacks=[figures],
+    )
+    trainer.fit(FakeModel(), datamodule=TinyData())
+    val = tmp_path / "figures" / "val"
+    assert sorted(p.name for p in val.iterdir()) == ["epoch_000", "epoch_002"]
+    for epoch in ("epoch_000", "epoch_002"):
+        assert sorted(p.name for p in (val / epoch).iterdir()) == ["pair_000.png", "pair_001.png"]
+    assert [(key, len(images)) for key, images, _ in logger.images] == [("val/pairs", 2), ("val/pairs", 2)]
+    assert logger.images[0][2] < logger.images[1][2]  # logged at the step of their epoch
+    assert figures.val_paths[2] == [val / "epoch_002" / "pair_000.png", val / "epoch_002" / "pair_001.png"]
+    trainer.test(FakeModel(), datamodule=TinyData(), verbose=False)
+    assert logger.images[-1][0] == "test/pairs" and len(logger.images[-1][1]) == 1
+
+
+def test_figure_callback_refuses_a_negative_count():
+    with pytest.raises(ConfigError, match="val_num_pairs = -1 is not valid"):
+        FigureCallback(val_num_pairs=-1)
 
 
 def test_empty_test_split_raises(tmp_path):
@@ -251,13 +308,18 @@ def test_pair_panel_has_one_column_per_available_map(tmp_path):
     output = FakeModel().predict_step(BilateralBatch.collate([_sample(i) for i in (0, 3)]))
     samples = [figure_sample(output, row) for row in range(2)]
     full = imread(pair_panel(_stacked(samples), tmp_path / "full.png"))
-    plain_output = output.replace(counterfactual=None, explanation=None)
+    plain_output = output.replace(counterfactual=None, explanation=None, cf_features=None)
     plain = imread(pair_panel(_stacked([figure_sample(plain_output, row) for row in range(2)]), tmp_path / "plain.png"))
+    feature_output = output.replace(counterfactual=None)  # features and counterfactual features, no image
+    feature = imread(pair_panel(_stacked([figure_sample(feature_output, row) for row in range(2)]), tmp_path / "f.png"))
     output.batch.has_healthy = torch.zeros(2)
     unknown = imread(pair_panel(_stacked([figure_sample(output, row) for row in range(2)]), tmp_path / "unknown.png"))
-    # 3-inch square panels at 100 dpi, 2 rows. Columns: target, reference, counterfactual, true healthy, residual,
-    # CAM; without a known healthy image 5; a plain classifier 3 (target, reference, CAM).
-    assert full.shape[:2] == (600, 1800) and unknown.shape[:2] == (600, 1500) and plain.shape[:2] == (600, 900)
+    # 3.6-inch rows at 100 dpi, 2 rows; cells 3.6 inches wide (square images), heatmap cells 0.7 inch more for their
+    # colour bar. Columns: target, reference, counterfactual, true healthy, explanation, CAM; without a known healthy
+    # image 5; a feature-level method 5 (target, reference, feature residual, explanation, CAM); a plain classifier 3
+    # (target, reference, CAM).
+    assert full.shape[:2] == (720, 6 * 360 + 2 * 70) and unknown.shape[:2] == (720, 5 * 360 + 2 * 70)
+    assert feature.shape[:2] == (720, 5 * 360 + 3 * 70) and plain.shape[:2] == (720, 3 * 360 + 70)
 
 
 def test_roc_figure_needs_both_classes(tmp_path):

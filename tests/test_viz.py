@@ -1,4 +1,4 @@
-"""Heatmap overlays: a readable colour PNG of a map over its image, as `bilatcf predict` writes them."""
+"""Figures: heatmap overlays as `bilatcf predict` writes them, and the pair panels of figures and explain."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from bilatcf.errors import DataError
+from bilatcf.metrics.callbacks import figure_sample
 from bilatcf.models.outputs import BilateralOutput
 from bilatcf.predict import PredictionWriter
-from bilatcf.viz import heatmap_overlay
+from bilatcf.viz import heatmap_overlay, pair_panel
 
 
 def is_colour(path) -> bool:
@@ -58,3 +59,42 @@ def test_predict_writes_cam_and_explanation_overlays_and_a_grey_counterfactual(t
         assert is_colour(heatmaps / f"{stem}_cam.png") and is_colour(heatmaps / f"{stem}_explanation.png")
         assert not is_colour(heatmaps / f"{stem}_counterfactual.png")
         assert np.load(heatmaps / f"{stem}_cam.npy").shape == (64, 32)
+
+
+def test_target_and_reference_share_one_grey_window(tmp_path):
+    # A brighter target and a darker reference: with one window the target is white and the reference black; windows
+    # of their own would draw both mid-grey.
+    sample = {"target": torch.full((1, 1, 64, 64), 0.6), "reference": torch.full((1, 1, 64, 64), 0.2)}
+    sample["target"][..., :8] = 0.2  # the window spans both images' values: 0.2 to 0.6
+    panel = cv2.imread(str(pair_panel(sample, tmp_path / "window.png")), cv2.IMREAD_GRAYSCALE)
+    middle = panel.shape[0] // 2 + 20  # below the titles
+    assert panel[middle, 200] > 250 and panel[middle, 360 + 180] < 5
+
+
+def test_feature_methods_get_a_feature_residual_at_image_size(tmp_path):
+    features = torch.zeros(2, 4, 8, 4)
+    cf_features = features.clone()
+    cf_features[1] -= 0.5  # pair 1: |H_T - H_C| = 0.5 in each of 4 channels, L2 norm 1.0
+    batch = SimpleNamespace(
+        target=torch.rand(2, 1, 64, 32),
+        reference=torch.rand(2, 1, 64, 32),
+        target_mask=torch.zeros(2, 1, 64, 32),
+        has_mask=torch.zeros(2),
+        label=torch.tensor([0, 1]),
+        has_healthy=torch.zeros(2),
+        meta=[{"patient_id": "P1", "laterality": "L", "view": "CC"}, {"patient_id": "P1", "laterality": "R"}],
+    )
+    output = BilateralOutput(
+        logits=torch.zeros(2),
+        cam=torch.rand(2, 1, 64, 32),
+        target_features=features,
+        cf_features=cf_features,
+        score=torch.tensor([0.3, 0.7]),
+        batch=batch,
+    )
+    sample = figure_sample(output, 1)
+    assert sample["feature_residual"].shape == (1, 1, 64, 32)
+    assert torch.allclose(sample["feature_residual"], torch.ones(1, 1, 64, 32))
+    assert "feature_residual" not in figure_sample(output.replace(counterfactual=batch.target), 1)
+    path = pair_panel(sample, tmp_path / "feature.png", score_name="score")
+    assert is_colour(path) and cv2.imread(str(path)).shape[0] == 360

@@ -25,10 +25,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.aggregation import SumMetric
 
 from bilatcf.errors import ConfigError, DataError
+from bilatcf.loggers import log_images
 from bilatcf.metrics.classification import BootstrapAUROC, ClassificationRates
 from bilatcf.metrics.counterfactual import (
     ExplanationNCC,
@@ -45,7 +47,7 @@ from bilatcf.metrics.localization import (
     threshold_rule,
 )
 from bilatcf.models.outputs import BilateralOutput, require_output
-from bilatcf.viz import pair_panel
+from bilatcf.viz import pair_panel, roc_figure
 
 FID_PAIRS = ("target_reference", "cf_reference", "target_cf", "target_cf_outside")
 
@@ -168,10 +170,26 @@ class EvaluationSuite(torch.nn.Module):
         results = {name: float(value) for name, value in values.items()}
         return {name: value for name, value in results.items() if math.isfinite(value)}
 
+    def scored_pairs(self) -> tuple[Tensor, Tensor]:
+        """The task scores and labels of every pair with a known label, over all ranks (for the ROC curve).
+
+        Under DDP this gathers from every rank, so every rank must call it, in the same order as :meth:`compute`.
+        """
+        with self.auc.sync_context():
+            scores, labels = (_cat(getattr(self.auc, name)) for name in ("preds", "labels"))
+        return scores.float().cpu(), labels.long().cpu()
+
     def reset(self) -> None:
         for metric in self.modules():
             if metric is not self and hasattr(metric, "reset"):
                 metric.reset()
+
+
+def _cat(values: Tensor | list[Tensor]) -> Tensor:
+    """A metric's list state (a tensor once synchronised) as one tensor."""
+    if isinstance(values, Tensor):
+        return values.flatten()
+    return torch.cat([v.flatten() for v in values]) if values else torch.zeros(0)
 
 
 def _prefixed(prefix: str, values: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -194,7 +212,8 @@ def _describe_data(trainer: pl.Trainer) -> str:
 
 
 class EvaluationCallback(pl.Callback):
-    """Full evaluation at the end of testing: logs ``test/*`` scalars and writes ``metrics.json`` in the run folder.
+    """Full evaluation at the end of testing: logs ``test/*`` scalars and writes ``metrics.json`` and the ROC curve of
+    the test pairs (``roc.png``) in the run folder.
 
     Metric definitions and the metrics.json keys are documented in ``docs/metrics.md``. The file also records the
     model, the data, the global seed, the number of test pairs, the binarisation rules and, when the same callback saw
@@ -208,6 +227,8 @@ class EvaluationCallback(pl.Callback):
         loc_iou: IoU a CAM box needs with a GT box to count as a correct localization.
         seg_threshold: threshold on min–max normalised CAM / |explanation| maps for IoU, IoR, Dice, TIoU, TIoR.
         filename: name of the metrics file in the run folder.
+        roc_filename: name of the ROC curve PNG of the test pairs written next to it (:func:`bilatcf.viz.roc_figure`;
+            skipped when the known labels hold one class only); None: no ROC file.
         eval_val: also run the full suite at the end of every validation epoch (logged as ``val/*``, kept in
             ``self.val_results``; no file). Costs a bootstrap per epoch.
     """
@@ -221,9 +242,11 @@ class EvaluationCallback(pl.Callback):
         seg_threshold: float = 0.5,
         filename: str = "metrics.json",
         eval_val: bool = False,
+        roc_filename: str | None = "roc.png",
     ) -> None:
         super().__init__()
         self.filename = filename
+        self.roc_filename = roc_filename
         self.eval_val = eval_val
         self.seg_threshold = seg_threshold
         suite_args = {
@@ -310,10 +333,13 @@ class EvaluationCallback(pl.Callback):
             raise DataError(_EMPTY_TEST)
         _log(pl_module, "test", results)
         self.results = self._record(trainer, pl_module, results)
+        scores, labels = self._test_suite.scored_pairs() if self.roc_filename else (None, None)  # every rank
         path = _log_dir(trainer) / self.filename
         if trainer.is_global_zero:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(self.results, indent=2) + "\n")
+            if labels is not None and labels.unique().numel() == 2:
+                roc_figure(scores, labels, path.parent / self.roc_filename)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Lightning skips the whole test loop (no test hook runs) when the test loader is empty; teardown still runs
@@ -355,20 +381,84 @@ def _log(pl_module: pl.LightningModule, prefix: str, results: dict[str, float]) 
 
 
 class FigureCallback(pl.Callback):
-    """Writes PNG panels of the first ``num_pairs`` test pairs (one file per pair) into ``<log_dir>/<dirname>/``.
+    """PNG panels of a few pairs (:func:`bilatcf.viz.pair_panel`), one file per pair, at test and during training.
 
-    Each panel shows the target with its GT outline, the reference, the counterfactual and residual/explanation when the
-    model makes them, and the CAM overlay (:func:`bilatcf.viz.pair_panel`). Pairs come from rank 0's share of the test
-    set under DDP.
+    * Test: the first ``num_pairs`` test pairs, into ``<run dir>/<dirname>/pair_NNN.png``.
+    * Validation: every ``val_every_n_epochs`` epochs, the first ``val_num_pairs`` validation pairs (the same pairs
+      every epoch, so the panels show how the model's maps change as it trains), into
+      ``<run dir>/<dirname>/val/epoch_NNN/pair_NNN.png``.
+
+    Each panel shows the target with its GT outline, label and score, the (mirrored) reference, the counterfactual or
+    the feature residual, the explanation and the CAM over the target. The panels are drawn from the outputs the
+    validation and test steps return anyway (no extra forward pass), on rank 0 only (from its share of the pairs
+    under DDP), and sent to the trainer's TensorBoard / Weights & Biases logger (:func:`bilatcf.loggers.log_images`;
+    keys ``val/pairs`` and ``test/pairs``) as well as written.
+
+    Args:
+        num_pairs: test pairs drawn.
+        dirname: folder in the run directory receiving the panels.
+        val_every_n_epochs: draw validation panels every this many epochs (0: never).
+        val_num_pairs: validation pairs drawn per epoch (0: none).
     """
 
-    def __init__(self, num_pairs: int = 8, dirname: str = "figures") -> None:
+    def __init__(
+        self, num_pairs: int = 8, dirname: str = "figures", val_every_n_epochs: int = 1, val_num_pairs: int = 4
+    ) -> None:
         super().__init__()
+        for name, value in (
+            ("num_pairs", num_pairs),
+            ("val_every_n_epochs", val_every_n_epochs),
+            ("val_num_pairs", val_num_pairs),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(
+                    f"FigureCallback {name} = {value!r} is not valid: give an integer >= 0 (0 draws none), e.g. "
+                    f"--trainer.callbacks.init_args.{name} 4 or in the callback's init_args in the --config file."
+                )
         self.num_pairs = num_pairs
         self.dirname = dirname
+        self.val_every_n_epochs = val_every_n_epochs
+        self.val_num_pairs = val_num_pairs
         self.paths: list[Path] = []
+        self.val_paths: dict[int, list[Path]] = {}
         self._samples: list[dict[str, Any]] = []
+        self._val_samples: list[dict[str, Any]] = []
 
+    # ------------------------------------------------------------------ validation
+    def _val_due(self, trainer: pl.Trainer) -> bool:
+        return (
+            not trainer.sanity_checking
+            and self.val_every_n_epochs > 0
+            and self.val_num_pairs > 0
+            and trainer.current_epoch % self.val_every_n_epochs == 0
+        )
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._val_samples = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.is_global_zero and self._val_due(trainer):
+            self._collect(self._val_samples, self.val_num_pairs, outputs, "validation_step", pl_module)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._val_due(trainer):
+            return
+        epoch = trainer.current_epoch
+        directory = _log_dir(trainer) / self.dirname / "val" / f"epoch_{epoch:03d}"
+        if trainer.is_global_zero and self._val_samples:
+            self.val_paths[epoch] = self._write(self._val_samples, directory, pl_module)
+            log_images(trainer, "val/pairs", self.val_paths[epoch], step=trainer.global_step)
+        self._val_samples = []
+
+    # ------------------------------------------------------------------ test
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._samples = []
         self.paths = []
@@ -382,23 +472,42 @@ class FigureCallback(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not trainer.is_global_zero:
-            return
-        output = require_output(outputs, "test_step")
-        for row in range(min(self.num_pairs - len(self._samples), len(output))):
-            self._samples.append(figure_sample(output, row, getattr(pl_module, "label_field", "label")))
+        if trainer.is_global_zero:
+            self._collect(self._samples, self.num_pairs, outputs, "test_step", pl_module)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         directory = _log_dir(trainer) / self.dirname
-        if trainer.is_global_zero:
-            self.paths = [
-                pair_panel(sample, directory / f"pair_{index:03d}.png") for index, sample in enumerate(self._samples)
-            ]
+        if trainer.is_global_zero and self._samples:
+            self.paths = self._write(self._samples, directory, pl_module)
+            log_images(trainer, "test/pairs", self.paths, step=trainer.global_step)
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _collect(
+        samples: list[dict[str, Any]], limit: int, outputs: Any, where: str, pl_module: pl.LightningModule
+    ) -> None:
+        if len(samples) >= limit:
+            return
+        output = require_output(outputs, where)
+        label_field = getattr(pl_module, "label_field", "label")
+        for row in range(min(limit - len(samples), len(output))):
+            samples.append(figure_sample(output, row, label_field))
+
+    @staticmethod
+    def _write(samples: list[dict[str, Any]], directory: Path, pl_module: pl.LightningModule) -> list[Path]:
+        name = score_name(pl_module)
+        return [pair_panel(sample, directory / f"pair_{i:03d}.png", name) for i, sample in enumerate(samples)]
+
+
+def score_name(pl_module: Any) -> str:
+    """How figures name a model's task score: ``p`` for a probability, ``score`` for an anomaly score."""
+    return "p" if getattr(pl_module, "score_kind", "probability") == "probability" else "score"
 
 
 def figure_sample(output: BilateralOutput, row: int, label_field: str = "label") -> dict[str, Any]:
     """One pair of an evaluated output as the sample dict :func:`bilatcf.viz.pair_panel` draws (leading dimension 1,
-    on the CPU)."""
+    on the CPU). Feature-level methods (features and counterfactual features, no counterfactual image) get a
+    ``feature_residual``: |H_T - H_C| (the L2 norm over channels), upsampled bilinearly to the image size."""
     batch = output.batch
     tensors = {
         "target": batch.target,
@@ -414,6 +523,12 @@ def figure_sample(output: BilateralOutput, row: int, label_field: str = "label")
     sample: dict[str, Any] = {k: v[row : row + 1].detach().cpu() for k, v in tensors.items() if v is not None}
     if output.counterfactual is not None and batch.has_healthy is not None and bool(batch.has_healthy[row]):
         sample["healthy"] = batch.healthy[row : row + 1].detach().cpu()  # the true counterfactual (synthetic data)
+    features, cf_features = output.target_features, output.cf_features
+    if output.counterfactual is None and features is not None and cf_features is not None:
+        if features.dim() == 4 and features.shape == cf_features.shape:
+            residual = (features[row : row + 1] - cf_features[row : row + 1]).detach().float().norm(dim=1, keepdim=True)
+            size = tuple(batch.target.shape[-2:])
+            sample["feature_residual"] = F.interpolate(residual, size=size, mode="bilinear", align_corners=False).cpu()
     sample["boxes"] = [batch.meta[row].get("boxes", [])]
     sample["meta"] = batch.meta[row : row + 1]
     return sample
