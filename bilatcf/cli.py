@@ -299,6 +299,7 @@ def _announce(message: str) -> None:
 
 
 def _print_summary(trainer) -> None:
+    run_dir = trainer.log_dir  # a broadcast under DDP: every rank takes part, or rank 0 waits for the others forever
     if trainer.global_rank != 0:
         return
     from bilatcf.metrics.callbacks import EvaluationCallback
@@ -306,7 +307,7 @@ def _print_summary(trainer) -> None:
     for callback in trainer.callbacks:
         if isinstance(callback, EvaluationCallback) and getattr(callback, "results", None):
             print("\n" + format_metrics(callback.results))
-    print(f"run dir: {trainer.log_dir}")
+    print(f"run dir: {run_dir}")
 
 
 def format_metrics(results: dict[str, Any]) -> str:
