@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +19,7 @@ from jsonargparse import Namespace
 from bilatcf.cli import main
 from bilatcf.errors import MissingDependencyError
 from bilatcf.loggers import log_images, prepare_loggers
-from tests.conftest import TINY_CONFIG
+from tests.conftest import REPO, TINY_CONFIG
 
 TINY_SBF = ["--config", str(TINY_CONFIG), "--model", "sbf", "--model.backbone", "test_resnet"]
 CSV = "pytorch_lightning.loggers.CSVLogger"
@@ -104,6 +106,26 @@ def test_default_run_logs_csv_and_tensorboard_in_one_folder_and_resume_continues
     assert {row["epoch"] for row in rows if row.get("val/auc")} == {"0", "1"}  # epoch 0's rows were kept
 
 
+@pytest.mark.slow
+def test_ddp_fit_with_default_loggers_writes_one_run_folder(tmp_path):
+    # Each process builds its own loggers; rank 0's folder is the run's, and the run ends with its summary.
+    args = [*TINY_SBF, "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bilatcf.cli", "fit", *args, "--trainer.default_root_dir", str(tmp_path)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    assert f"run dir: {run_dir}" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
+    assert {"metrics.csv", "metrics.json", "config.yaml", "checkpoints"} <= {p.name for p in run_dir.iterdir()}
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
 # ------------------------------------------------------------------------------------------------ figures
 def test_log_images_sends_one_tensorboard_image_per_file(tmp_path):
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -124,7 +146,7 @@ def test_log_images_sends_one_tensorboard_image_per_file(tmp_path):
 # ------------------------------------------------------------------------------------------------ Weights & Biases
 def wandb_records(run_dir: Path) -> list:
     """The records of a W&B offline run file (``run-<id>.wandb``: a LevelDB-style log of protobuf records, in 32 KiB
-    blocks after a 7-byte header); wandb >= 0.19 writes no files/config.yaml or wandb-summary.json offline."""
+    blocks after a 7-byte header); wandb 0.31 writes no files/config.yaml or wandb-summary.json offline."""
     from wandb.proto import wandb_internal_pb2
 
     data = next(run_dir.glob("run-*.wandb")).read_bytes()
