@@ -41,8 +41,8 @@ def prepare_loggers(config: Any, root: str | os.PathLike, resume_dir: Path | Non
     """A copy of the ``trainer.logger`` config with the folders filled in, so every logger writes to one run folder.
 
     * CSV and TensorBoard loggers without a ``version`` that share a ``<save_dir>/<name>`` get one version number,
-      chosen here once (each logger would otherwise count existing folders on its own, and the second would pick the
-      number the first has just created).
+      chosen here once (each logger would otherwise count the existing folders on its own, whenever it first needs
+      its folder, and one that counts after the other has created its folder picks the next number).
     * When ``fit`` resumes, those that write under ``root`` (or the checkpoint's root) with the ``name`` of the
       checkpoint's run folder ``resume_dir`` (``<root>/<name>/<version>``) continue in that folder.
     * A ``WandbLogger`` left at ``save_dir: .`` writes its ``wandb/`` folder into the run folder, not into the
