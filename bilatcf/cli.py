@@ -66,6 +66,12 @@ DEFAULT_CALLBACKS = [
     {"class_path": "bilatcf.metrics.callbacks.FigureCallback"},
     {"class_path": "bilatcf.predict.PredictionWriter"},
 ]
+#: Both write into the run folder <default_root_dir>/lightning_logs/version_N: their save_dir is the run root, and one
+#: version is chosen for both (bilatcf.loggers.prepare_loggers). An explicit --trainer.logger replaces them.
+DEFAULT_LOGGERS = [
+    {"class_path": "pytorch_lightning.loggers.CSVLogger"},
+    {"class_path": "pytorch_lightning.loggers.TensorBoardLogger"},
+]
 #: Third-party messages shown on every call that tell the user nothing about their run.
 _NOISE_WARNINGS = (
     r"LightningCLI's args parameter is intended to run from within Python",
@@ -81,7 +87,7 @@ def _build_cli_class():
     from pytorch_lightning.cli import LightningCLI
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-    from bilatcf import checkpoints
+    from bilatcf import checkpoints, loggers
     from bilatcf.data.datamodule import BilateralDataModule
     from bilatcf.models.base import BilateralModule
 
@@ -92,6 +98,7 @@ def _build_cli_class():
             args = resolve_model_names(list(args))
             self.checkpoint: checkpoints.CheckpointInfo | None = None
             self.ckpt_root: str | None = None
+            self.run_root = default_root_dir(args)
             args = self._read_checkpoint(args)
             parser_kwargs = {
                 "prog": "bilatcf",
@@ -103,6 +110,7 @@ def _build_cli_class():
                 pl.LightningDataModule,
                 subclass_mode_model=True,
                 subclass_mode_data=True,
+                save_config_callback=loggers.RunConfigCallback,
                 save_config_kwargs={"overwrite": True},
                 parser_kwargs=parser_kwargs,
                 args=args,
@@ -135,6 +143,7 @@ def _build_cli_class():
             defaults: dict[str, Any] = {
                 "data": {"class_path": "bilatcf.data.datamodule.BilateralDataModule"},
                 "trainer.callbacks": DEFAULT_CALLBACKS,
+                "trainer.logger": [{**logger, "init_args": {"save_dir": self.run_root}} for logger in DEFAULT_LOGGERS],
                 "trainer.max_epochs": 10,
                 "trainer.default_root_dir": "runs",
                 "trainer.log_every_n_steps": 10,
@@ -197,16 +206,24 @@ def _build_cli_class():
             check_cache()
 
         # -------------------------------------------------------------- trainer
+        def instantiate_classes(self) -> None:
+            # The loggers are built with their folders filled in: one run folder, or the checkpoint's own when fit
+            # resumes (`<root>/lightning_logs/<version>`), so the run continues there and its checkpoint callbacks
+            # restore their state (best score, file names). config.yaml keeps the options as given, so a run
+            # started from it gets a folder of its own.
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            given = config.trainer.logger
+            root = config.trainer.default_root_dir or "runs"
+            config.trainer.logger = loggers.prepare_loggers(given, root, self._resume_dir())
+            try:
+                super().instantiate_classes()
+            finally:
+                config.trainer.logger = given
+
+        def _resume_dir(self) -> Path | None:
+            return self.checkpoint.run_dir if self.subcommand == "fit" and self.checkpoint is not None else None
+
         def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
-            trainer_config = self._get(self.config_init, "trainer", default={})
-            if (
-                self.subcommand == "fit"
-                and self.checkpoint is not None
-                and trainer_config.get("logger") in (None, True)
-            ):
-                logger = _resume_logger(self.checkpoint)
-                if logger is not None:
-                    kwargs["logger"] = logger
             try:
                 trainer = super().instantiate_trainer(**kwargs)
             except (MisconfigurationException, ValueError, TypeError) as exc:
@@ -214,6 +231,7 @@ def _build_cli_class():
                     f"invalid trainer options: {one_line(str(exc))} Check the --trainer.* options (or the trainer "
                     "section of the --config file); `bilatcf fit --help` lists them."
                 ) from None
+            loggers.settle_run_folder(trainer)
             configure_ddp(trainer.strategy, self.model)
             return trainer
 
@@ -249,20 +267,6 @@ def _best_checkpoint_path(trainer) -> str:
         if getattr(callback, "monitor", None) and getattr(callback, "best_model_path", ""):
             return callback.best_model_path
     return ""
-
-
-def _resume_logger(info: Any):
-    """The default logger, pointed at the checkpoint's own run folder (``<save dir>/lightning_logs/<version>``), so a
-    resumed run continues there and its checkpoint callbacks restore their state (best score, file names)."""
-    from importlib.util import find_spec
-
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-
-    run_dir = info.run_dir
-    if run_dir is None or run_dir.parent.name != "lightning_logs":
-        return None  # not a default-logger run folder: the run gets a new one, as `before_fit` says
-    logger_class = TensorBoardLogger if find_spec("tensorboard") or find_spec("tensorboardX") else CSVLogger
-    return logger_class(save_dir=str(run_dir.parent.parent), name="lightning_logs", version=run_dir.name)
 
 
 def configure_ddp(strategy: Any, model: Any) -> None:
