@@ -11,7 +11,6 @@ the left, resize and pad to the training size, the cache's 16-bit rounding), so 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +83,10 @@ class Predictor:
     def __post_init__(self) -> None:
         self.model.eval()
 
+    def __repr__(self) -> str:
+        name = getattr(self.model, "model_name", type(self.model).__name__)
+        return f"Predictor(model={name!r}, image_size={self.image_size}, device={self.device})"
+
     @property
     def image_size(self) -> tuple[int, int] | None:
         """``(H, W)`` the model was trained at (from the data config); None when the config does not say."""
@@ -113,6 +116,10 @@ class Predictor:
             target_laterality: ``L`` or ``R`` (or ``LEFT`` / ``RIGHT``), the target's side.
             reference_laterality: the reference's side; default: the other side.
             view: the view (``CC``, ``MLO``, ...), for models that read it (e.g. ``wu`` with ``four_view``).
+
+        Raises:
+            DataError: a file is missing or unreadable, or an array is not a grey image in range.
+            ConfigError: a laterality is not L/R, or the checkpoint's data config gives no way to prepare images.
         """
         size = self._checked_input_size()
         target_side = _laterality("target_laterality", target_laterality)
@@ -190,7 +197,7 @@ def load(ckpt_path: str | os.PathLike, map_location: str | torch.device = "cpu")
     from bilatcf.registry import get_model_class
 
     info = read_checkpoint(ckpt_path)  # checks the file and says what it is when it is not a bilatcf checkpoint
-    info.model_class_path  # noqa: B018 - refuses, with a message, a model this version does not have
+    _ = info.model_class_path  # refuses a model this version does not have, naming the checkpoint
     device = torch.device(map_location)
     # read_checkpoint keeps what it needs and drops the weights, so they are read once more here.
     checkpoint = torch.load(info.path, map_location="cpu", weights_only=True)
@@ -220,8 +227,10 @@ def _read(role: str, image: ImageInput) -> np.ndarray:
 
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
+        if path.is_dir():
+            raise DataError(f"{role} image {path} is a folder; pass the path of one image file.")
         if not path.is_file():
-            raise DataError(f"{role} image not found: {path}" + (" is a folder" if path.is_dir() else ""))
+            raise DataError(f"{role} image not found: {path}; check the path (relative paths start at {Path.cwd()}).")
         return read_image(path)
     if isinstance(image, (np.ndarray, torch.Tensor)):
         array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
@@ -249,7 +258,7 @@ def _pair_batch(
     """A batch of one unlabelled pair, with the meta the DataModule gives a manifest pair."""
     paths = [str(x) if isinstance(x, (str, os.PathLike)) else "" for x in (target_input, reference_input)]
     image = torch.from_numpy(target)[None]
-    sample: Mapping[str, Any] = {
+    sample = {
         "target": image,
         "reference": torch.from_numpy(reference)[None],
         "target_mask": torch.zeros_like(image),
@@ -272,7 +281,7 @@ def _pair_batch(
             "index": 0,
         },
     }
-    return BilateralBatch.collate([dict(sample)])
+    return BilateralBatch.collate([sample])
 
 
 def _first_map(value: torch.Tensor | None) -> np.ndarray | None:

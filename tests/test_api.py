@@ -82,7 +82,6 @@ def imports_without_lightning() -> dict[str, str | None]:
 
 
 def test_every_method_folder_has_a_network():
-
     assert sorted(METHODS) == sorted(module.split(".")[2] for module in NETWORK_MODULES)
 
 
@@ -121,7 +120,6 @@ def _metric_inputs() -> dict[str, tuple[dict, tuple, str, float]]:
 
 
 def _exported_metrics() -> list[str]:
-
     return [
         name
         for name in bilatcf.metrics.__all__
@@ -131,7 +129,6 @@ def _exported_metrics() -> list[str]:
 
 def test_every_metric_the_evaluation_computes_is_exported_as_a_metric_class():
     """The suite computes every docs/metrics.md key from its Metric children: each child's class is public."""
-
     used = {type(m) for m in EvaluationSuite().modules() if isinstance(m, Metric)}
     own = {cls.__name__ for cls in used if cls.__module__.startswith("bilatcf.")}
     assert own and own <= set(_exported_metrics()), (
@@ -142,7 +139,6 @@ def test_every_metric_the_evaluation_computes_is_exported_as_a_metric_class():
 
 @pytest.mark.parametrize("name", sorted(_metric_inputs()))
 def test_metric_class_updates_and_computes(name):
-
     kwargs, args, key, expected = _metric_inputs()[name]
     metric = getattr(bilatcf.metrics, name)(**kwargs)
     assert isinstance(metric, Metric)
@@ -158,7 +154,6 @@ def test_metric_class_updates_and_computes(name):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_datamodule_factory):
     """An sbf fitted for two steps on the tiny synthetic data, and its checkpoint (written by a plain Trainer)."""
-
     pl.seed_everything(0, verbose=False)
     model = bilatcf.create_model("sbf", backbone="test_resnet")
     trainer = pl.Trainer(
@@ -179,7 +174,6 @@ def trained(tmp_path_factory, tiny_datamodule_factory):
 @pytest.fixture(scope="module", params=["png", "npy"])
 def exams(request, tmp_path_factory) -> Path:
     """Three synthetic patients written as image files by `bilatcf data synth` (right breasts as acquired)."""
-
     out = tmp_path_factory.mktemp(f"exams_{request.param}")
     synth = ["data", "synth", "--format", request.param, "--num_patients", "3", "--image_size", "64", "32"]
     assert main([*synth, "--out", str(out / "files")]) == 0
@@ -211,7 +205,6 @@ def _assert_predictor_agrees(predictor, folder: Path, expected: list[tuple[str, 
 
 
 def test_load_rebuilds_the_trained_model_in_eval_mode(trained):
-
     model, path = trained
     predictor = bilatcf.load(path)
     assert type(predictor.model) is type(model) and not predictor.model.training
@@ -225,7 +218,6 @@ def test_load_rebuilds_the_trained_model_in_eval_mode(trained):
 
 def test_predict_scores_files_as_the_datamodule_prepares_them(trained, exams):
     """The manifest DataModule's predict batches through the model: the numbers `bilatcf predict` writes."""
-
     predictor = bilatcf.load(trained[1])
     datamodule = BilateralDataModule(
         source="manifest", manifest=str(exams / "manifest.csv"), image_size=(64, 32), predict_split="all"
@@ -241,7 +233,6 @@ def test_predict_scores_files_as_the_datamodule_prepares_them(trained, exams):
 
 
 def test_predict_gives_the_scores_of_bilatcf_predict(trained, exams, tmp_path):
-
     out = tmp_path / "predict"
     data = ["--data.source", "manifest", "--data.manifest", str(exams / "manifest.csv"), "--data.predict_split", "all"]
     cli = ["predict", "--ckpt_path", str(trained[1]), "--trainer.default_root_dir", str(out)]
@@ -263,9 +254,10 @@ def test_predict_gives_the_scores_of_bilatcf_predict(trained, exams, tmp_path):
 
 
 def test_arrays_score_as_their_files(trained, exams):
-
     predictor = bilatcf.load(trained[1])
-    target, reference = sorted(_manifest(exams).values(), key=lambda row: row["image_id"])[:2]
+    records = _manifest(exams)
+    target = records[min(records)]  # a left breast, and its contralateral image
+    reference = records[min(records).replace("_L_", "_R_")]
     sides = {"target_laterality": target["laterality"], "reference_laterality": reference["laterality"]}
     from_files = predictor.predict(exams / target["path"], exams / reference["path"], **sides)
     arrays = [read_image(exams / row["path"]) for row in (target, reference)]
@@ -278,7 +270,6 @@ def test_arrays_score_as_their_files(trained, exams):
 
 
 def test_predict_batch_is_the_models_output_without_gradients(trained, tiny_datamodule_factory):
-
     predictor = bilatcf.load(trained[1])
     batch = next(iter(tiny_datamodule_factory().val_dataloader()))
     output = predictor.predict_batch(batch)
@@ -289,7 +280,6 @@ def test_predict_batch_is_the_models_output_without_gradients(trained, tiny_data
 
 
 def test_errors_say_what_was_wrong(trained, exams, tmp_path):
-
     predictor = bilatcf.load(trained[1])
     image = next(iter(_manifest(exams).values()))
     path = exams / image["path"]
