@@ -1,7 +1,8 @@
 """Model registry: one lowercase name per method, used for the folder, YAML, ``--model`` value and docs page.
 
-Registration happens through the explicit imports in ``bilatcf/models/__init__.py``, so the registry's content is
-deterministic. Registering a name twice is an error (two models answering to one name would make runs ambiguous).
+Registration happens on the registry's first use, which imports the methods listed in ``bilatcf/models/__init__.py``
+(explicitly, in order), so the registry's content is deterministic. Registering a name twice is an error (two models
+answering to one name would make runs ambiguous).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def register_model(name: str) -> Callable[[T], T]:
 
 
 def _ensure_loaded() -> None:
-    import bilatcf.models  # noqa: F401  (registers every model)
+    from bilatcf.models import import_all
+
+    import_all()  # registers every model
 
 
 def list_models(include_hidden: bool = False) -> list[str]:

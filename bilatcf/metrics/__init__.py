@@ -1,9 +1,10 @@
 """Evaluation metrics (definitions in docs/metrics.md) and the callbacks that run them.
 
-Every metric is a torchmetrics ``Metric`` (states sum or concatenate across DDP ranks) or a pure function it wraps.
+Every metric is a torchmetrics ``Metric`` (states sum or concatenate across DDP ranks) or a pure function it wraps;
+they import without Lightning. The callbacks (and :class:`EvaluationSuite`, which lives with them) are Lightning code,
+imported on first access.
 """
 
-from bilatcf.metrics.callbacks import EvaluationCallback, EvaluationSuite, FigureCallback
 from bilatcf.metrics.classification import BootstrapAUROC, ClassificationRates, resampled_aucs
 from bilatcf.metrics.counterfactual import (
     EXPL_THRESHOLD_RULE,
@@ -58,3 +59,13 @@ __all__ = [
     "resampled_aucs",
     "threshold_rule",
 ]
+
+_CALLBACKS = ("EvaluationCallback", "EvaluationSuite", "FigureCallback")
+
+
+def __getattr__(name: str):
+    if name in _CALLBACKS:
+        from bilatcf.metrics import callbacks
+
+        return getattr(callbacks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """GF baseline (see docs/models/gf.md)."""
 
-from bilatcf.models.gf.module import GF
+from bilatcf.models import lazy_exports
 
 __all__ = ["GF"]
+__getattr__ = lazy_exports(__name__, __all__)

@@ -1,5 +1,6 @@
 """SFF baseline (see docs/models/sff.md)."""
 
-from bilatcf.models.sff.module import SFF
+from bilatcf.models import lazy_exports
 
 __all__ = ["SFF"]
+__getattr__ = lazy_exports(__name__, __all__)

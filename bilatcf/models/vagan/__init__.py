@@ -1,5 +1,6 @@
 """VA-GAN (Baumgartner et al., CVPR 2018): a map generator M with x + M(x) made to look normal by a WGAN-GP critic."""
 
-from bilatcf.models.vagan.module import VAGAN
+from bilatcf.models import lazy_exports
 
 __all__ = ["VAGAN"]
+__getattr__ = lazy_exports(__name__, __all__)
