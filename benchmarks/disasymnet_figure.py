@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-import bilatcf.models  # noqa: F401  (registers the models)
 from bilatcf.checkpoints import read_checkpoint
 from bilatcf.cli_checks import import_class
 from bilatcf.data.datamodule import BilateralDataModule

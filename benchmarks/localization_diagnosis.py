@@ -16,7 +16,6 @@ import statistics
 
 import torch
 
-import bilatcf.models  # noqa: F401  (registers the models)
 from bilatcf.checkpoints import read_checkpoint
 from bilatcf.cli_checks import import_class
 from bilatcf.data.datamodule import BilateralDataModule
