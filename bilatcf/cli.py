@@ -110,11 +110,10 @@ def _build_cli_class():
                 pl.LightningDataModule,
                 subclass_mode_model=True,
                 subclass_mode_data=True,
-                save_config_callback=loggers.RunConfigCallback,
                 save_config_kwargs={"overwrite": True},
                 parser_kwargs=parser_kwargs,
                 args=args,
-                **kwargs,
+                **{"save_config_callback": loggers.RunConfigCallback, **kwargs},  # explain saves no config
             )
 
         # -------------------------------------------------------------- parsing
