@@ -166,8 +166,8 @@ def box_pixels(boxes: Sequence[BoxLike], size: tuple[int, int], device: torch.de
 
 
 def pointing_hit(heatmap: Tensor, lesion: Tensor, tolerance_px: float) -> float:
-    """Pointing-game credit of one map (Zhang et al. 2016): 1 when its maximum lies within ``tolerance_px`` of a
-    lesion pixel, else 0.
+    """Pointing-game credit of one map (Zhang et al. 2016), in [0, 1]: 1 when its maximum lies within
+    ``tolerance_px`` of a lesion pixel, 0 when it does not.
 
     Distances are Euclidean between pixel centres, so a peak on a lesion pixel has distance 0 and one ``d`` pixels
     beside it distance ``d``; the tolerance is inclusive (squared integer offsets against ``tolerance_px²``, exact).
@@ -222,7 +222,7 @@ class PointingGame(Metric):
         has_mask: Tensor,
         boxes: Sequence[Sequence[BoxLike]],
     ) -> None:
-        """Add images: ``heatmap`` [B, 1, h, w] (upsampled bilinearly to the mask's size if smaller), ``label`` [B],
+        """Add images: ``heatmap`` [B, 1, h, w] (upsampled bilinearly to the mask's size if it differs), ``label`` [B],
         ``mask`` [B, 1, H, W] with ``has_mask`` [B], and each image's GT ``boxes`` (pixels of the H × W image)."""
         size = tuple(mask.shape[-2:])
         if tuple(heatmap.shape[-2:]) != size:
