@@ -196,7 +196,7 @@ def test_metrics_json_values(fitted):
     assert written["num_test_pairs"] == 8
     assert written["pairs_per_second"] == pytest.approx(8 / written["train_seconds"])
     assert written["expl_threshold_rule"].startswith("|map| min-max") and "> 0.5" in written["seg_threshold_rule"]
-    assert written["pointing_rule"].startswith("hit = maximum of the map at image size within 0.03125 x image height")
+    assert written["pointing_rule"].startswith("hit = map peak within 0.03125 x image height of a GT lesion pixel")
 
 
 def test_eval_val_runs_the_suite_on_validation(fitted):

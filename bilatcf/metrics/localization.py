@@ -242,11 +242,7 @@ class PointingGame(Metric):
 
 def pointing_rule(tolerance: float) -> str:
     """The pointing-game rule in words, as stored in metrics.json (``pointing_rule``)."""
-    return (
-        f"hit = maximum of the map at image size within {tolerance:g} x image height of a GT lesion pixel "
-        "(GT box pixels where no mask is known); over targets with label 1 and a GT; tied maxima share the credit, "
-        "a constant map misses"
-    )
+    return f"hit = map peak within {tolerance:g} x image height of a GT lesion pixel (mask, else box); label-1 targets"
 
 
 class SegmentationScores(Metric):
