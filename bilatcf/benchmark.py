@@ -51,8 +51,10 @@ REFERENCE_KEYS = ("source", "note", "columns", "values")
 COLUMN_KEYS = ("name", "ours", "what")
 #: Options the runner sets for every cell; a config that sets them would make cells share a folder or a seed.
 OWNED_OPTIONS = ("--trainer.default_root_dir", "--seed_everything", "--ckpt_path")
-#: Columns of the main table, in order (shown when any cell of the table has them); ``test/pointing*`` join them.
-MAIN_METRICS = ("test/auc", "test/asymmetry_auc", "test/loc_error", "test/seg_iou", "test/mean_tiou")
+#: Columns of the main table, in order, each shown when any cell of the table has it (so a CSV from before a metric
+#: existed renders as it did); the ``test/expl_*`` metrics (``expl_pointing``, ``expl_loc_error``, ...) get a table
+#: of their own, for the models that have them.
+MAIN_METRICS = ("test/auc", "test/asymmetry_auc", "test/loc_error", "test/pointing", "test/seg_iou", "test/mean_tiou")
 CI_METRICS = ("test/auc", "test/asymmetry_auc")
 #: The CSV's leading and trailing columns; the metrics of metrics.json lie between them.
 LEAD_COLUMNS = ("cell", "model", "label", "data", "seed", "fold")
@@ -1068,7 +1070,6 @@ def render(bench: Benchmark, rows: list[dict[str, str]], total: int) -> str:
             continue
         here = {key for row in data_rows for key, value in row.items() if _number(value) is not None}
         main = [k for k in MAIN_METRICS if k in here]
-        main += sorted(k for k in here if k.startswith("test/pointing"))
         main += ["train_seconds"] if "train_seconds" in here else []
         out += [*_table(labels, groups, main), ""]
         extra = sorted(

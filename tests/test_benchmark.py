@@ -348,6 +348,35 @@ def test_the_leaderboard_is_rendered_from_the_csv_with_mean_sd_ci_and_the_papers
     assert "20" not in md.split("\n", 3)[2]  # no date in the provenance line
 
 
+def test_pointing_joins_the_main_table_and_expl_pointing_the_explanation_table(tmp_path, fake_fit):
+    path = small_config(tmp_path)
+    assert run(tmp_path, path) == 0
+    bench = benchmark.load_config(path)
+    rows = benchmark.read_csv(tmp_path / "results" / "leaderboard_small.csv")
+    for row in rows:
+        row["test/pointing"] = "0.25" if row["label"] == "sbf" else "0.5"
+        if row["label"] == "sbf":  # only sbf has an explanation map in the stand-in runs
+            row.update({"test/expl_pointing": "0.75", "test/expl_loc_error": "0.5"})
+    md = benchmark.render(bench, rows, 4)
+    assert "| model | n | auc | loc_error | pointing | seg_iou | mean_tiou | train s |" in md
+    assert "| sbf | 2 | 0.750 ± 0.071 [0.650, 0.850] | 0.900 ± 0.000 | 0.250 ± 0.000 | 0.050 ± 0.000 |" in md
+    assert "| gradcam | 2 | 0.650 ± 0.071 [0.550, 0.750] | 0.900 ± 0.000 | 0.500 ± 0.000 |" in md
+    explanation = "| model | n | expl_iou | expl_loc_error | expl_pointing |\n|---|---:|---:|---:|---:|\n"
+    assert explanation + "| sbf | 2 | 0.250 ± 0.000 | 0.500 ± 0.000 | 0.750 ± 0.000 |\n\n" in md  # sbf only
+    # Without the new keys (a CSV from before they existed) the tables are those of the committed test above.
+    before = (tmp_path / "results" / "leaderboard_small.md").read_text()
+    assert "| model | n | auc | loc_error | seg_iou | mean_tiou | train s |" in before and "pointing |" not in before
+
+
+@pytest.mark.parametrize("name", ["cgn_table1", "disasymnet_table1"])
+def test_committed_leaderboards_render_byte_identically_from_their_csv(name, monkeypatch):
+    monkeypatch.chdir(REPO)  # the provenance line shows the config path relative to the working folder
+    bench = benchmark.load_config(REPO / "configs" / "benchmark" / f"{name}.yaml")
+    rows = benchmark.read_csv(REPO / "benchmarks" / "results" / f"leaderboard_{name}.csv")
+    md = benchmark.render(bench, rows, len(benchmark.cells(bench)))
+    assert md == (REPO / "benchmarks" / "results" / f"leaderboard_{name}.md").read_text()
+
+
 def test_paper_numbers_keep_their_digits():
     assert benchmark._paper_value(0.82) == "0.820" and benchmark._paper_value(0.8721) == "0.8721"
     assert (

@@ -159,6 +159,9 @@ def test_metrics_json_values(fitted):
         "test/sensitivity": 3 / 4,
         "test/specificity": 3 / 4,
         "test/loc_error": 1 / 4,  # pair 2 has the wrong class; pair 6's CAM box has IoU 0.5 >= 0.1
+        # Positives 0, 1, 2 peak on their lesion; pair 6's CAM peaks on 32 tied pixels, 16 on the lesion (0.5 px
+        # tolerance at 16 px: only lesion pixels hit). The class does not matter.
+        "test/pointing": (3 + 16 / 32) / 4,
         "test/seg_iou": (3 + 0.5) / 4,
         "test/seg_ior": 1.0,
         "test/seg_dice": (3 + 2 / 3) / 4,
@@ -169,6 +172,7 @@ def test_metrics_json_values(fitted):
         "test/expl_ncc": 1.0,
         "test/expl_ncc_std": 0.0,
         "test/expl_loc_error": 1 / 4,  # the explanation is the lesion itself: only pair 2's wrong class fails
+        "test/expl_pointing": 1.0,
         "test/nonres_dissimilarity_in": 0.6,  # the lesion (0.9 on 0.3) is removed: |y − x| = 0.6 inside
         "test/nonres_dissimilarity_out": 0.0,  # and nothing changes outside
         "test/masked_ssim": 1.0,
@@ -192,6 +196,7 @@ def test_metrics_json_values(fitted):
     assert written["num_test_pairs"] == 8
     assert written["pairs_per_second"] == pytest.approx(8 / written["train_seconds"])
     assert written["expl_threshold_rule"].startswith("|map| min-max") and "> 0.5" in written["seg_threshold_rule"]
+    assert written["pointing_rule"].startswith("hit = map peak within 0.03125 x image height of a GT lesion pixel")
 
 
 def test_eval_val_runs_the_suite_on_validation(fitted):
@@ -284,6 +289,7 @@ def test_suite_omits_what_a_model_does_not_produce():
         "mean_tior",
         "mean_tiou",
         "num_pairs",
+        "pointing",
         "seg_dice",
         "seg_ior",
         "seg_iou",

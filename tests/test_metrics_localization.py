@@ -7,13 +7,18 @@ import pytest
 import torch
 
 from bilatcf.metrics import (
+    POINTING_TOLERANCE,
+    PointingGame,
     SegmentationScores,
     ThresholdAccuracy,
     TopOneLocError,
     binarize_map,
     box_iou,
+    box_pixels,
     heatmap_to_box,
     overlap_scores,
+    pointing_hit,
+    pointing_rule,
     threshold_rule,
 )
 
@@ -142,3 +147,96 @@ def test_segmentation_without_annotations_is_nan():
     metric = SegmentationScores()
     metric.update(torch.rand(2, 1, 4, 4), torch.zeros(2, 1, 4, 4), torch.tensor([True, False]))
     assert all(math.isnan(v) for v in metric.compute().values())
+
+
+# ------------------------------------------------------------------------------------------------ pointing game
+# 32 x 16 images; the lesion is the 3 x 3 square of rows 10–12, columns 4–6; tolerance 0.125 x 32 = 4 px.
+POINT_SIZE, POINT_TOLERANCE = (32, 16), 0.125
+
+
+def _lesion() -> torch.Tensor:
+    mask = torch.zeros(POINT_SIZE)
+    mask[10:13, 4:7] = 1.0
+    return mask
+
+
+def _peak_at(row: int, col: int) -> torch.Tensor:
+    """Noise in [0, 0.5) with a single maximum 1 at (row, col)."""
+    heat = torch.rand(POINT_SIZE, generator=torch.Generator().manual_seed(row * 100 + col)) * 0.5
+    heat[row, col] = 1.0
+    return heat
+
+
+@pytest.mark.parametrize(
+    ("row", "col", "credit"),
+    [
+        (11, 5, 1.0),  # on the lesion
+        (12, 4, 1.0),  # on its corner pixel
+        (11, 10, 1.0),  # 4 px right of column 6: the tolerance is inclusive
+        (11, 11, 0.0),  # 5 px right
+        (15, 8, 1.0),  # 3 px below and 2 px right of the corner (12, 6): sqrt(13) <= 4
+        (15, 9, 0.0),  # 3 px below and 3 px right: sqrt(18) > 4
+        (0, 0, 0.0),  # far away
+    ],
+)
+def test_pointing_hit_is_the_peak_within_the_tolerance_of_a_lesion_pixel(row, col, credit):
+    assert pointing_hit(_peak_at(row, col), _lesion() > 0.5, tolerance_px=4.0) == credit
+
+
+def test_pointing_ties_share_the_credit_and_a_constant_map_misses():
+    heat = torch.zeros(POINT_SIZE)
+    heat[11, 5] = heat[0, 0] = 1.0  # one maximum on the lesion, one far away
+    assert pointing_hit(heat, _lesion() > 0.5, 4.0) == 0.5
+    assert pointing_hit(torch.full(POINT_SIZE, 3.0), _lesion() > 0.5, 4.0) == 0.0
+    assert pointing_hit(torch.full(POINT_SIZE, float("nan")), _lesion() > 0.5, 4.0) == 0.0
+
+
+def test_box_pixels_are_those_whose_centre_is_inside():
+    region = box_pixels([[2.0, 1.0, 5.0, 3.0], [10.2, 20.6, 10.4, 20.9]], POINT_SIZE)
+    expected = torch.zeros(POINT_SIZE, dtype=torch.bool)
+    expected[1:3, 2:5] = True  # columns 2..4, rows 1..2
+    expected[20, 10] = True  # a box too thin to hold a pixel centre keeps the pixel around its centre
+    assert torch.equal(region, expected)
+    assert not box_pixels([], POINT_SIZE).any()
+
+
+def test_pointing_game_counts_positive_targets_with_a_gt_and_reads_boxes_without_a_mask():
+    lesion, empty = _lesion(), torch.zeros(POINT_SIZE)
+    box = [4.0, 10.0, 7.0, 13.0]  # the same 3 x 3 square as a box
+    rows = [
+        # (map, label, mask, has_mask, boxes)
+        (_peak_at(11, 5), 1, lesion, True, [box]),  # hit
+        (_peak_at(0, 0), 1, lesion, True, [box]),  # miss
+        (_peak_at(11, 10), 1, empty, False, [box]),  # box only: 4 px right of the box's last column → hit
+        (_peak_at(11, 11), 1, empty, False, [box]),  # box only: 5 px → miss
+        (_peak_at(25, 12), 1, lesion, True, [[12.0, 25.0, 13.0, 26.0]]),  # the mask wins over a box elsewhere → miss
+        (_peak_at(11, 5), 0, lesion, True, [box]),  # negative: not counted
+        (_peak_at(11, 5), -1, lesion, True, [box]),  # unknown label: not counted
+        (_peak_at(11, 5), 1, empty, False, []),  # positive without any GT: not counted
+        (_peak_at(11, 5), 1, empty, True, []),  # known but empty mask, no box: not counted
+    ]
+    maps, labels, masks, has_mask, boxes = zip(*rows, strict=True)
+    metric = PointingGame(tolerance=POINT_TOLERANCE)
+    metric.update(
+        torch.stack(maps)[:, None], torch.tensor(labels), torch.stack(masks)[:, None], torch.tensor(has_mask), boxes
+    )
+    assert float(metric.count) == 5 and float(metric.compute()) == pytest.approx(2 / 5)
+
+
+def test_pointing_game_upsamples_a_coarse_map_to_the_image():
+    cam = torch.zeros(1, 1, 4, 2)
+    cam[0, 0, 1, 0] = 1.0  # the cell of rows 8–15, columns 0–7: bilinear upsampling peaks at its centre
+    metric = PointingGame(tolerance=POINT_TOLERANCE)
+    metric.update(cam, torch.tensor([1]), _lesion()[None, None], torch.tensor([True]), [[]])
+    assert float(metric.compute()) == 1.0
+    far = PointingGame(tolerance=POINT_TOLERANCE)
+    far.update(cam.flip(2), torch.tensor([1]), _lesion()[None, None], torch.tensor([True]), [[]])
+    assert float(far.compute()) == 0.0
+
+
+def test_pointing_game_without_counted_targets_is_nan_and_its_rule_names_the_tolerance():
+    metric = PointingGame()
+    metric.update(torch.rand(1, 1, 8, 8), torch.tensor([0]), torch.ones(1, 1, 8, 8), torch.tensor([True]), [[]])
+    assert math.isnan(metric.compute())
+    assert metric.tolerance == POINTING_TOLERANCE == 1 / 32
+    assert "0.03125 x image height" in pointing_rule(POINTING_TOLERANCE)

@@ -266,11 +266,17 @@ def check_evaluates_through_the_trainer(model, datamodule, root) -> None:
     )
     trainer.fit(model, datamodule=datamodule)
     trainer.test(model, datamodule=datamodule, verbose=False)
-    assert evaluation.results["num_test_pairs"] > 0 and "test/loc_error" in evaluation.results
+    assert evaluation.results["num_test_pairs"] > 0
     for head in model.extra_heads:
         assert f"test/{head}_auc" in evaluation.results or evaluation.results["num_test_pairs"] < 2
     predictions = trainer.predict(model, datamodule=datamodule)
     assert predictions and all(isinstance(p, BilateralOutput) and p.score is not None for p in predictions)
+    # Localization from the CAM for every model; from the explanation map for every model that makes one.
+    localization = ["loc_error", "pointing"]
+    if any(p.explanation is not None for p in predictions):
+        localization += ["expl_iou", "expl_dice", "expl_loc_error", "expl_pointing"]
+    missing = [key for key in localization if f"test/{key}" not in evaluation.results]
+    assert not missing, f"metrics.json lacks {missing}"
 
 
 @pytest.mark.parametrize(("case", "name", "init_args"), CASES, ids=CASE_IDS)

@@ -40,10 +40,13 @@ from bilatcf.metrics.counterfactual import (
     lesion_positions,
 )
 from bilatcf.metrics.localization import (
+    POINTING_TOLERANCE,
+    PointingGame,
     SegmentationScores,
     ThresholdAccuracy,
     TopOneLocError,
     annotated,
+    pointing_rule,
     threshold_rule,
 )
 from bilatcf.models.outputs import BilateralOutput, require_output
@@ -67,6 +70,7 @@ class EvaluationSuite(torch.nn.Module):
         cam_threshold: float = 0.2,
         loc_iou: float = 0.1,
         seg_threshold: float = 0.5,
+        pointing_tolerance: float = POINTING_TOLERANCE,
     ) -> None:
         super().__init__()
         self.num_pairs = SumMetric()
@@ -74,10 +78,12 @@ class EvaluationSuite(torch.nn.Module):
         self.auc = BootstrapAUROC(**self._auc_args)
         self.rates = ClassificationRates()
         self.loc = TopOneLocError(iou_threshold=loc_iou, cam_threshold=cam_threshold)
+        self.pointing = PointingGame(tolerance=pointing_tolerance)
         self.seg = SegmentationScores(threshold=seg_threshold)
         self.tloc = ThresholdAccuracy(threshold=seg_threshold)
         self.expl = SegmentationScores(threshold=seg_threshold)
         self.expl_loc = TopOneLocError(iou_threshold=loc_iou, cam_threshold=cam_threshold)
+        self.expl_pointing = PointingGame(tolerance=pointing_tolerance)
         self.ncc = ExplanationNCC()
         self.nonres = MaskedImageComparison()
         self.fidelity = MaskedImageComparison()
@@ -109,13 +115,16 @@ class EvaluationSuite(torch.nn.Module):
         self.auc.update(output.score, label)
         self.rates.update(output.pred, label)
         self.loc.update(cam, output.pred, label, boxes)
+        self.pointing.update(cam, label, mask, has_mask, boxes)
         self.seg.update(cam, mask, has_mask)
         self.tloc.update(cam, mask, has_mask)
         for name, field in self.head_labels.items():
             self.head_auc[name].update(output.head_scores[name], getattr(batch, field))
         if output.explanation is not None:
-            self.expl.update(output.explanation.abs(), mask, has_mask)
-            self.expl_loc.update(output.explanation.abs(), output.pred, label, boxes)
+            magnitude = output.explanation.abs()
+            self.expl.update(magnitude, mask, has_mask)
+            self.expl_loc.update(magnitude, output.pred, label, boxes)
+            self.expl_pointing.update(magnitude, label, mask, has_mask, boxes)
             self.ncc.update(output.explanation, mask, has_mask)
         if output.counterfactual is not None:
             # Non-resemblance and masked SSIM are defined on images with a lesion (CX-GAN §4.3–4.4).
@@ -149,11 +158,13 @@ class EvaluationSuite(torch.nn.Module):
                 **self.auc.compute(),
                 **self.rates.compute(),
                 "loc_error": self.loc.compute(),
+                "pointing": self.pointing.compute(),
             }
             values.update(_prefixed("seg_", self.seg.compute()))
             values.update(self.tloc.compute())
             expl = self.expl.compute()
             values.update(expl_iou=expl["iou"], expl_dice=expl["dice"], expl_loc_error=self.expl_loc.compute())
+            values["expl_pointing"] = self.expl_pointing.compute()
             values.update(_prefixed("expl_", self.ncc.compute()))
             nonres = self.nonres.compute()
             values.update(
@@ -226,6 +237,7 @@ class EvaluationCallback(pl.Callback):
         cam_threshold: CAM fraction of its maximum kept for the top-1 localization box.
         loc_iou: IoU a CAM box needs with a GT box to count as a correct localization.
         seg_threshold: threshold on min–max normalised CAM / |explanation| maps for IoU, IoR, Dice, TIoU, TIoR.
+        pointing_tolerance: pointing-game tolerance around the GT lesion, as a fraction of the image height.
         filename: name of the metrics file in the run folder.
         roc_filename: name of the ROC curve PNG of the test pairs written next to it (:func:`bilatcf.viz.roc_figure`;
             skipped when the known labels hold one class only); None: no ROC file.
@@ -240,6 +252,7 @@ class EvaluationCallback(pl.Callback):
         cam_threshold: float = 0.2,
         loc_iou: float = 0.1,
         seg_threshold: float = 0.5,
+        pointing_tolerance: float = POINTING_TOLERANCE,
         filename: str = "metrics.json",
         eval_val: bool = False,
         roc_filename: str | None = "roc.png",
@@ -249,12 +262,14 @@ class EvaluationCallback(pl.Callback):
         self.roc_filename = roc_filename
         self.eval_val = eval_val
         self.seg_threshold = seg_threshold
+        self.pointing_tolerance = pointing_tolerance
         suite_args = {
             "num_bootstrap": num_bootstrap,
             "seed": seed,
             "cam_threshold": cam_threshold,
             "loc_iou": loc_iou,
             "seg_threshold": seg_threshold,
+            "pointing_tolerance": pointing_tolerance,
         }
         self._test_suite = EvaluationSuite(**suite_args)
         self._val_suite = EvaluationSuite(**suite_args) if eval_val else None
@@ -363,6 +378,7 @@ class EvaluationCallback(pl.Callback):
             record["operating_threshold"] = float(threshold) if math.isfinite(float(threshold)) else None
         record["expl_threshold_rule"] = threshold_rule(self.seg_threshold, absolute=True)
         record["seg_threshold_rule"] = threshold_rule(self.seg_threshold)
+        record["pointing_rule"] = pointing_rule(self.pointing_tolerance)
         record.update({f"test/{name}": value for name, value in results.items()})
         return record
 

@@ -1,4 +1,4 @@
-"""Localization from a heatmap: top-1 localization error, IoU/IoR/Dice, mean TIoU/TIoR.
+"""Localization from a heatmap: top-1 localization error, pointing game, IoU/IoR/Dice, mean TIoU/TIoR.
 
 Boxes are ``[x0, y0, x1, y1]`` in continuous pixel coordinates: pixel (row i, column j) covers [j, j+1) × [i, i+1), so a
 box around columns 2..4 is x0=2, x1=5. Heatmaps are binarised by :func:`binarize_map` (min–max normalise per image, keep
@@ -7,17 +7,22 @@ values above a threshold); the rule is also written into ``metrics.json`` (:func
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
 BoxLike = Sequence[float]
 TIOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # DisAsymNet §3.2, after HAM
 TIOR_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
+#: Pointing-game tolerance as a fraction of the image height: Zhang et al.'s 15 px on a 480-px-high COCO image, 4 px
+#: at 128 px (docs/metrics.md, "Pointing game", gives the measured chance and resolution ceiling behind the choice).
+POINTING_TOLERANCE = 1 / 32
 _NAN = float("nan")
 
 
@@ -137,6 +142,107 @@ class TopOneLocError(Metric):
 
     def compute(self) -> Tensor:
         return 1.0 - self.correct / self.total if self.total > 0 else torch.full_like(self.total, _NAN)
+
+
+def box_pixels(boxes: Sequence[BoxLike], size: tuple[int, int], device: torch.device | None = None) -> Tensor:
+    """[H, W] bool: the pixels whose centre lies inside any of ``boxes`` (the box as a lesion mask).
+
+    A box too thin to contain a pixel centre keeps the pixel that contains its centre, so no GT box is lost.
+    """
+    height, width = size
+    region = torch.zeros(size, dtype=torch.bool, device=device)
+    for x0, y0, x1, y1 in (tuple(float(v) for v in box) for box in boxes):
+        # Pixel j's centre j + 0.5 is inside [x0, x1) iff ceil(x0 − 0.5) <= j < ceil(x1 − 0.5).
+        left, right = math.ceil(x0 - 0.5), math.ceil(x1 - 0.5)
+        top, bottom = math.ceil(y0 - 0.5), math.ceil(y1 - 0.5)
+        if right <= left:
+            left = right = math.floor((x0 + x1) / 2)
+            right += 1
+        if bottom <= top:
+            top = bottom = math.floor((y0 + y1) / 2)
+            bottom += 1
+        region[max(top, 0) : min(bottom, height), max(left, 0) : min(right, width)] = True
+    return region
+
+
+def pointing_hit(heatmap: Tensor, lesion: Tensor, tolerance_px: float) -> float:
+    """Pointing-game credit of one map (Zhang et al. 2016), in [0, 1]: 1 when its maximum lies within
+    ``tolerance_px`` of a lesion pixel, 0 when it does not.
+
+    Distances are Euclidean between pixel centres, so a peak on a lesion pixel has distance 0 and one ``d`` pixels
+    beside it distance ``d``; the tolerance is inclusive (squared integer offsets against ``tolerance_px²``, exact).
+    When several pixels share the maximum, each counts for an equal share (the expected credit of breaking the tie
+    at random), so the result does not depend on scan order. A constant (or NaN) map points nowhere: credit 0.
+
+    Args:
+        heatmap: [H, W] map at image size (any scale).
+        lesion: [H, W] bool GT lesion pixels (a mask, or :func:`box_pixels`); at least one should be set.
+        tolerance_px: tolerance in pixels.
+    """
+    heat = heatmap.detach().float()
+    peak, low = heat.max(), heat.min()
+    if not bool(peak > low) or not bool(lesion.any()):
+        return 0.0
+    peaks = torch.nonzero(heat == peak).float()
+    lesion_pixels = torch.nonzero(lesion).float()
+    limit = tolerance_px**2
+    hits = 0
+    chunk = max(1, 2**21 // len(lesion_pixels))  # bounds the peak × lesion offset table on large plateaus
+    for start in range(0, len(peaks), chunk):
+        offsets = peaks[start : start + chunk, None, :] - lesion_pixels[None, :, :]
+        squared = offsets.square().sum(-1).amin(1)
+        hits += int((squared <= limit).sum())
+    return hits / len(peaks)
+
+
+class PointingGame(Metric):
+    """Pointing game (Zhang et al., "Top-down neural attention by excitation backprop", ECCV 2016).
+
+    A positive target (label 1) with a GT lesion is a hit when the maximum of its map, at image size, lies within
+    ``tolerance`` × image height of the lesion (:func:`pointing_hit`): its GT mask when the mask is known and
+    non-empty, else its GT boxes (:func:`box_pixels`). Pointing = hits / counted targets; negatives, unknown labels
+    and targets without any GT are not counted; NaN when none is.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, tolerance: float = POINTING_TOLERANCE) -> None:
+        super().__init__()
+        self.tolerance = tolerance
+        self.add_state("hits", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(
+        self,
+        heatmap: Tensor,
+        label: Tensor,
+        mask: Tensor,
+        has_mask: Tensor,
+        boxes: Sequence[Sequence[BoxLike]],
+    ) -> None:
+        """Add images: ``heatmap`` [B, 1, h, w] (upsampled bilinearly to the mask's size if it differs), ``label`` [B],
+        ``mask`` [B, 1, H, W] with ``has_mask`` [B], and each image's GT ``boxes`` (pixels of the H × W image)."""
+        size = tuple(mask.shape[-2:])
+        if tuple(heatmap.shape[-2:]) != size:
+            heatmap = F.interpolate(heatmap.float(), size=size, mode="bilinear", align_corners=False)
+        with_mask = annotated(mask, has_mask)
+        tolerance_px = self.tolerance * size[0]
+        for i, image_boxes in enumerate(boxes):
+            if int(label[i]) != 1 or not (bool(with_mask[i]) or len(image_boxes) > 0):
+                continue
+            lesion = mask[i, 0] > 0.5 if with_mask[i] else box_pixels(image_boxes, size, mask.device)
+            self.hits += pointing_hit(heatmap[i, 0], lesion, tolerance_px)
+            self.count += 1
+
+    def compute(self) -> Tensor:
+        return self.hits / self.count if self.count > 0 else torch.full_like(self.count, _NAN)
+
+
+def pointing_rule(tolerance: float) -> str:
+    """The pointing-game rule in words, as stored in metrics.json (``pointing_rule``)."""
+    return f"hit = map peak within {tolerance:g} x image height of a GT lesion pixel (mask, else box); label-1 targets"
 
 
 class SegmentationScores(Metric):
