@@ -1,4 +1,4 @@
-# bilatcf: `make demo` trains the strongest measured model on the embedded synthetic data; `make test` runs the CI suite.
+# bilatcf: `make demo` trains CGN on the embedded synthetic data and draws its explanations; `make test` runs the CI suite.
 # Both create the virtual environment (.venv, pip) on first use.
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(BIN)/bilatcf fit --config configs/demo.yaml
+	$(BIN)/bilatcf explain --ckpt_path best --out runs/explain
 
 test: install
 	$(BIN)/python -m pytest -q
