@@ -110,6 +110,7 @@ def _metric_inputs() -> dict[str, tuple[dict, tuple, str, float]]:
         "BootstrapAUROC": ({"num_bootstrap": 20}, (scores, score_labels), "auc", 1.0),
         "ClassificationRates": ({}, (torch.tensor([0, 1, 1, 1]), score_labels), "acc", 0.75),
         "TopOneLocError": ({}, (mask, labels, labels, boxes), "", 0.0),
+        "PointingGame": ({}, (mask, labels, mask, has_mask, boxes), "", 1.0),
         "SegmentationScores": ({}, (mask, mask, has_mask), "iou", 1.0),
         "ThresholdAccuracy": ({}, (mask, mask, has_mask), "mean_tiou", 1.0),
         "ExplanationNCC": ({}, (mask, mask, has_mask), "ncc", 1.0),
