@@ -28,5 +28,5 @@ def test_the_site_builds_strictly(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
     assert (site / "index.html").is_file()
-    leaderboards = (site / "leaderboards" / "index.html").read_text()
+    leaderboards = (site / "leaderboards.html").read_text()
     assert 'id="leaderboard-cgn_table1"' in leaderboards  # the committed table is included, not linked
