@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bilatcf.data.cache import from_stored, to_stored
 from bilatcf.data.io import read_image
 from bilatcf.data.preprocess import PreprocessConfig, PreprocessInfo, preprocess, unmap_map
 from bilatcf.data.types import BilateralBatch, check_batch
@@ -29,8 +30,6 @@ ImageInput = str | os.PathLike | np.ndarray | torch.Tensor
 #: Laterality values accepted by :meth:`Predictor.predict` (as in the manifest's ``laterality`` column).
 LATERALITIES = {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R"}
 _MAPS = ("cam", "explanation", "counterfactual")
-#: The preprocessed-image cache stores uint16 (bilatcf.data.cache), so the DataModule's images are rounded to it.
-_CACHE_LEVELS = np.iinfo(np.uint16).max
 
 
 @dataclass(frozen=True)
@@ -243,7 +242,7 @@ def _read(role: str, image: ImageInput) -> np.ndarray:
 
 def _as_cached(image: np.ndarray) -> np.ndarray:
     """The image as the preprocessed-image cache returns it (16-bit rounding), which is what the DataModule feeds."""
-    return np.round(np.clip(image, 0.0, 1.0) * _CACHE_LEVELS).astype(np.uint16).astype(np.float32) / _CACHE_LEVELS
+    return from_stored(to_stored(image))
 
 
 def _pair_batch(

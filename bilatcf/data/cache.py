@@ -31,6 +31,18 @@ from bilatcf.errors import DataError
 
 _FORMAT_VERSION = 2  # bump when the stored layout or the preprocessing algorithm changes
 _SCALE = np.iinfo(np.uint16).max
+
+
+def to_stored(image: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] as the cache stores it: uint16 levels."""
+    return np.round(np.clip(image, 0.0, 1.0) * _SCALE).astype(np.uint16)
+
+
+def from_stored(stored: np.ndarray) -> np.ndarray:
+    """A cached uint16 image as the float32 [0, 1] image the DataModule feeds."""
+    return stored.astype(np.float32) / _SCALE
+
+
 _HASH_BLOCK = 1 << 22  # 4 MiB reads while hashing
 
 Preprocessor = Callable[[ImageRecord], tuple[np.ndarray, PreprocessInfo]]
@@ -73,16 +85,16 @@ class PreprocessedCache:
         if image_path.is_file() and info_path.is_file():
             try:
                 info = PreprocessInfo.from_dict(json.loads(info_path.read_text()))
-                return np.load(image_path).astype(np.float32) / _SCALE, info
+                return from_stored(np.load(image_path)), info
             except (OSError, ValueError, KeyError, TypeError):
                 pass  # a damaged entry (e.g. a disk filled up mid-write elsewhere) is recomputed and replaced
         image, info = fn(record)
-        stored = np.round(np.clip(image, 0.0, 1.0) * _SCALE).astype(np.uint16)
+        stored = to_stored(image)
         buffer = io.BytesIO()
         np.save(buffer, stored)
         atomic_write(info_path, json.dumps(info.to_dict()).encode())
         atomic_write(image_path, buffer.getvalue())
-        return stored.astype(np.float32) / _SCALE, info
+        return from_stored(stored), info
 
     def _entry(self, record: ImageRecord, config: PreprocessConfig) -> tuple[Path, Path]:
         try:
