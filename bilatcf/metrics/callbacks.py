@@ -390,10 +390,11 @@ _EMPTY_TEST = (
 
 
 def _log(pl_module: pl.LightningModule, prefix: str, results: dict[str, float]) -> None:
-    # Values are already synchronised across ranks by torchmetrics: no sync_dist.
+    # torchmetrics has already synchronised the values, so they are the same on every rank. Syncing them again with
+    # max keeps them exact (a mean may round) and tells Lightning they are synchronised (it warns otherwise).
     for name, value in results.items():
         if name != "num_pairs":
-            pl_module.log(f"{prefix}/{name}", value, sync_dist=False)
+            pl_module.log(f"{prefix}/{name}", value, sync_dist=True, reduce_fx="max")
 
 
 class FigureCallback(pl.Callback):
