@@ -173,6 +173,7 @@ def test_metrics_json_values(fitted):
         "test/expl_ncc_std": 0.0,
         "test/expl_loc_error": 1 / 4,  # the explanation is the lesion itself: only pair 2's wrong class fails
         "test/expl_pointing": 1.0,
+        "test/expl_ap": 1.0,  # every lesion pixel ranks above every other
         "test/nonres_dissimilarity_in": 0.6,  # the lesion (0.9 on 0.3) is removed: |y − x| = 0.6 inside
         "test/nonres_dissimilarity_out": 0.0,  # and nothing changes outside
         "test/masked_ssim": 1.0,
@@ -290,6 +291,7 @@ def test_suite_omits_what_a_model_does_not_produce():
         "mean_tiou",
         "num_pairs",
         "pointing",
+        "seg_ap",
         "seg_dice",
         "seg_ior",
         "seg_iou",

@@ -8,6 +8,7 @@ import torch
 
 from bilatcf.metrics import (
     POINTING_TOLERANCE,
+    MapAveragePrecision,
     PointingGame,
     SegmentationScores,
     ThresholdAccuracy,
@@ -147,6 +148,25 @@ def test_segmentation_without_annotations_is_nan():
     metric = SegmentationScores()
     metric.update(torch.rand(2, 1, 4, 4), torch.zeros(2, 1, 4, 4), torch.tensor([True, False]))
     assert all(math.isnan(v) for v in metric.compute().values())
+
+
+def test_map_average_precision_by_hand():
+    metric = MapAveragePrecision()
+    metric.update(*_segmentation_case())
+    # Image 0 ranks its pixels 9 (lesion), 8, 7, 2 (lesion), then twelve tied 0s holding the other two lesion pixels:
+    # AP = ΔR·P summed = 1/4 · 1 + 1/4 · 2/4 + 2/4 · 4/16 = 0.5. Image 1's map is its mask (AP 1); 2 and 3 are skipped.
+    assert float(metric.compute()) == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_map_average_precision_of_a_constant_map_is_the_lesion_share_and_needs_annotations():
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[0, 0, :1] = 1  # 4 of 16 pixels
+    metric = MapAveragePrecision()
+    metric.update(torch.full((1, 1, 4, 4), 3.0), mask, torch.tensor([True]))
+    assert float(metric.compute()) == pytest.approx(0.25)
+    empty = MapAveragePrecision()
+    empty.update(torch.rand(2, 1, 4, 4), torch.zeros(2, 1, 4, 4), torch.tensor([True, False]))
+    assert math.isnan(float(empty.compute()))
 
 
 # ------------------------------------------------------------------------------------------------ pointing game

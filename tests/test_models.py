@@ -274,7 +274,7 @@ def check_evaluates_through_the_trainer(model, datamodule, root) -> None:
     # Localization from the CAM for every model; from the explanation map for every model that makes one.
     localization = ["loc_error", "pointing"]
     if any(p.explanation is not None for p in predictions):
-        localization += ["expl_iou", "expl_dice", "expl_loc_error", "expl_pointing"]
+        localization += ["expl_iou", "expl_dice", "expl_ap", "expl_loc_error", "expl_pointing"]
     missing = [key for key in localization if f"test/{key}" not in evaluation.results]
     assert not missing, f"metrics.json lacks {missing}"
 

@@ -41,6 +41,7 @@ from bilatcf.metrics.counterfactual import (
 )
 from bilatcf.metrics.localization import (
     POINTING_TOLERANCE,
+    MapAveragePrecision,
     PointingGame,
     SegmentationScores,
     ThresholdAccuracy,
@@ -80,8 +81,10 @@ class EvaluationSuite(torch.nn.Module):
         self.loc = TopOneLocError(iou_threshold=loc_iou, cam_threshold=cam_threshold)
         self.pointing = PointingGame(tolerance=pointing_tolerance)
         self.seg = SegmentationScores(threshold=seg_threshold)
+        self.seg_ap = MapAveragePrecision()
         self.tloc = ThresholdAccuracy(threshold=seg_threshold)
         self.expl = SegmentationScores(threshold=seg_threshold)
+        self.expl_ap = MapAveragePrecision()
         self.expl_loc = TopOneLocError(iou_threshold=loc_iou, cam_threshold=cam_threshold)
         self.expl_pointing = PointingGame(tolerance=pointing_tolerance)
         self.ncc = ExplanationNCC()
@@ -117,12 +120,14 @@ class EvaluationSuite(torch.nn.Module):
         self.loc.update(cam, output.pred, label, boxes)
         self.pointing.update(cam, label, mask, has_mask, boxes)
         self.seg.update(cam, mask, has_mask)
+        self.seg_ap.update(cam, mask, has_mask)
         self.tloc.update(cam, mask, has_mask)
         for name, field in self.head_labels.items():
             self.head_auc[name].update(output.head_scores[name], getattr(batch, field))
         if output.explanation is not None:
             magnitude = output.explanation.abs()
             self.expl.update(magnitude, mask, has_mask)
+            self.expl_ap.update(magnitude, mask, has_mask)
             self.expl_loc.update(magnitude, output.pred, label, boxes)
             self.expl_pointing.update(magnitude, label, mask, has_mask, boxes)
             self.ncc.update(output.explanation, mask, has_mask)
@@ -161,10 +166,12 @@ class EvaluationSuite(torch.nn.Module):
                 "pointing": self.pointing.compute(),
             }
             values.update(_prefixed("seg_", self.seg.compute()))
+            values["seg_ap"] = self.seg_ap.compute()
             values.update(self.tloc.compute())
             expl = self.expl.compute()
             values.update(expl_iou=expl["iou"], expl_dice=expl["dice"], expl_loc_error=self.expl_loc.compute())
             values["expl_pointing"] = self.expl_pointing.compute()
+            values["expl_ap"] = self.expl_ap.compute()
             values.update(_prefixed("expl_", self.ncc.compute()))
             nonres = self.nonres.compute()
             values.update(
@@ -391,7 +398,7 @@ _EMPTY_TEST = (
 
 def _log(pl_module: pl.LightningModule, prefix: str, results: dict[str, float]) -> None:
     # torchmetrics has already synchronised the values, so they are the same on every rank. Syncing them again with
-    # max keeps them exact (a mean may round) and tells Lightning they are synchronised (it warns otherwise).
+    # max keeps them exact (a mean over ranks may round) and tells Lightning they are synchronised (it warns otherwise).
     for name, value in results.items():
         if name != "num_pairs":
             pl_module.log(f"{prefix}/{name}", value, sync_dist=True, reduce_fx="max")

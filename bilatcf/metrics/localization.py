@@ -1,4 +1,4 @@
-"""Localization from a heatmap: top-1 localization error, pointing game, IoU/IoR/Dice, mean TIoU/TIoR.
+"""Localization from a heatmap: top-1 localization error, pointing game, IoU/IoR/Dice, mean TIoU/TIoR, pixel AP.
 
 Boxes are ``[x0, y0, x1, y1]`` in continuous pixel coordinates: pixel (row i, column j) covers [j, j+1) × [i, i+1), so a
 box around columns 2..4 is x0=2, x1=5. Heatmaps are binarised by :func:`binarize_map` (min–max normalise per image, keep
@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.functional.classification import binary_average_precision
 
 BoxLike = Sequence[float]
 TIOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # DisAsymNet §3.2, after HAM
@@ -273,6 +274,38 @@ class SegmentationScores(Metric):
     def compute(self) -> dict[str, Tensor]:
         count = self.count if self.count > 0 else torch.full_like(self.count, _NAN)
         return {"iou": self.iou / count, "ior": self.ior / count, "dice": self.dice / count}
+
+
+class MapAveragePrecision(Metric):
+    """Mean per-image average precision of a heatmap's pixels against the GT mask: the threshold-free companion of
+    :class:`SegmentationScores`.
+
+    Each annotated image (known, non-empty mask) ranks its pixels by the map and scores the ranking against its lesion
+    pixels (torchmetrics' exact binary average precision, ties handled as one threshold); images count once, as IoU
+    does. AP depends only on the order of the values, so no normalisation or threshold enters it. A constant map
+    scores the lesion's share of the image, the chance level. ``compute`` returns the mean (NaN without annotated
+    images).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, heatmap: Tensor, mask: Tensor, has_mask: Tensor) -> None:
+        """Add images: ``heatmap`` and ``mask`` [B, 1, H, W], ``has_mask`` [B] bool (False rows are skipped)."""
+        keep = annotated(mask, has_mask)
+        maps, truth = heatmap.detach()[keep].flatten(1).double(), (mask[keep] > 0.5).flatten(1).long()
+        for scores, lesion in zip(maps, truth):
+            self.total += binary_average_precision(scores, lesion).double()
+        self.count += keep.sum()
+
+    def compute(self) -> Tensor:
+        return self.total / self.count if self.count > 0 else torch.full_like(self.count, _NAN)
 
 
 class ThresholdAccuracy(Metric):
