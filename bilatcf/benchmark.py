@@ -59,6 +59,8 @@ CI_METRICS = ("test/auc", "test/asymmetry_auc")
 #: The CSV's leading and trailing columns; the metrics of metrics.json lie between them.
 LEAD_COLUMNS = ("cell", "model", "label", "data", "seed", "fold")
 TAIL_COLUMNS = ("train_seconds", "pairs_per_second", "attempts", "git", "config_hash")
+#: CSV column naming the leaderboard a shared row was run for (:func:`shared_rows`); absent when no row is shared.
+SHARED_COLUMN = "shared_from"
 _IDENTITY_KEYS = ("model", "data", "seed")  # metrics.json keys the CSV has its own columns for
 #: How a cell's ``bilatcf fit ...`` is started: this Python, as ``python -m bilatcf.cli`` (no console script needed).
 FIT_PREFIX = (sys.executable, "-m", "bilatcf.cli")
@@ -943,6 +945,39 @@ def cell_row(cell: Cell) -> dict[str, str] | None:
     return row
 
 
+def shared_rows(
+    results: str | os.PathLike, name: str, grid: list[Cell], own: dict[str, dict[str, str]]
+) -> dict[str, dict[str, str]]:
+    """Rows that the other leaderboards in ``results`` hold for cells of this grid that have no result of their own.
+
+    A cell's config hash covers its whole ``bilatcf fit`` command (its run folder aside) and the YAMLs the command
+    reads, so the same hash in another leaderboard's CSV is the same run: its row stands here too, with this grid's
+    cell id, model label and data label, and ``shared_from`` naming the leaderboard it was run for. A cell with a row,
+    a metrics.json or a last checkpoint of its own keeps them. Files are read in name order; the first row of a hash
+    wins. Keyed by this grid's cell id.
+    """
+    wanted = {
+        cell.config_hash: cell
+        for cell in grid
+        if cell.id not in own and metrics_file(cell.run_dir) is None and last_checkpoint(cell.run_dir) is None
+    }
+    found: dict[str, dict[str, str]] = {}
+    for path in sorted(Path(results).glob("leaderboard_*.csv")) if wanted else []:
+        source = path.stem.removeprefix("leaderboard_")
+        if source == name:
+            continue
+        try:
+            rows = read_csv(path)
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue  # not a leaderboard this runner wrote: nothing to share
+        for row in rows:
+            cell = wanted.get(row.get("config_hash") or "")
+            if cell is not None and cell.id not in found:
+                identity = {"cell": cell.id, "label": cell.model.label, "data": cell.data.label}
+                found[cell.id] = {**row, **identity, SHARED_COLUMN: row.get(SHARED_COLUMN) or source}
+    return found
+
+
 def collect_rows(grid: list[Cell], csv_rows: dict[str, dict[str, str]]) -> list[dict[str, str]]:
     """The rows of every finished cell, in grid order: from its run folder, or kept from the CSV (``done (csv)``)."""
     rows = []
@@ -959,10 +994,11 @@ def collect_rows(grid: list[Cell], csv_rows: dict[str, dict[str, str]]) -> list[
 
 def csv_columns(rows: list[dict[str, str]]) -> list[str]:
     """The lead columns, the metrics (other keys of metrics.json, then ``test/*``, each sorted), the tail columns."""
-    keys = {key for row in rows for key in row} - set(LEAD_COLUMNS) - set(TAIL_COLUMNS)
+    keys = {key for row in rows for key in row} - set(LEAD_COLUMNS) - set(TAIL_COLUMNS) - {SHARED_COLUMN}
     other = sorted(k for k in keys if not k.startswith("test/"))
     tests = sorted(k for k in keys if k.startswith("test/"))
-    return [*LEAD_COLUMNS, *other, *tests, *TAIL_COLUMNS]
+    shared = [SHARED_COLUMN] if any(row.get(SHARED_COLUMN) for row in rows) else []
+    return [*LEAD_COLUMNS, *other, *tests, *TAIL_COLUMNS, *shared]
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
@@ -1044,11 +1080,22 @@ def render(bench: Benchmark, rows: list[dict[str, str]], total: int) -> str:
     for row in rows:
         gits[row.get("git") or "unknown"] = gits.get(row.get("git") or "unknown", 0) + 1
     git_text = ", ".join(f"{sha} ({n} cells)" for sha, n in sorted(gits.items())) if gits else "–"
+    sources: dict[str, int] = {}
+    for row in rows:
+        if row.get(SHARED_COLUMN):
+            sources[row[SHARED_COLUMN]] = sources.get(row[SHARED_COLUMN], 0) + 1
+    shared_text = (
+        " Cells run for another leaderboard with the same command (config hash): "
+        + ", ".join(f"{n} from `{source}`" for source, n in sorted(sources.items()))
+        + "."
+        if sources
+        else ""
+    )
     folds = "" if bench.folds == (None,) else f"; folds {', '.join(map(str, bench.folds))}"
     out += [
         f"Produced by `bilatcf benchmark --config {_shown_path(bench.path)}` and rendered from "
         f"`leaderboard_{bench.name}.csv` (one row per cell); never edited by hand. {len(rows)} of {total} cells "
-        f"finished; seeds {', '.join(map(str, bench.seeds))}{folds}; git {git_text}.",
+        f"finished; seeds {', '.join(map(str, bench.seeds))}{folds}; git {git_text}.{shared_text}",
         "",
         "Each entry is the mean ± sd over the entry's n cells (seeds"
         + (" and folds" if folds else "")
@@ -1292,6 +1339,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="cells whose command changed since they ran: delete their run folders and run them again",
     )
     parser.add_argument(
+        "--no-shared",
+        "--no_shared",
+        action="store_true",
+        help="run every cell here, even those another leaderboard in --results already ran with the same command "
+        "(by default their rows are taken over, marked shared_from)",
+    )
+    parser.add_argument(
         "--launcher",
         choices=("subprocess", "local", "slurm"),
         default="subprocess",
@@ -1340,9 +1394,11 @@ def run_benchmark(argv: list[str]) -> int:
     for missing in bench.missing:
         print(f"left out: {missing.label}: {missing.reason}")
     csv_rows = {row["cell"]: row for row in read_csv(csv_path)} if csv_path.is_file() else {}
+    if not ns.no_shared:
+        csv_rows.update(shared_rows(ns.results, bench.name, grid, csv_rows))
     states = {cell.id: cell_state(cell, csv_rows) for cell in grid}
     if ns.dry_run:
-        return _dry_run(bench, grid, states)
+        return _dry_run(bench, grid, states, csv_rows)
     changed = [cell for cell in grid if states[cell.id] == CHANGED and (not ns.only or cell.model.label in ns.only)]
     if changed and not ns.rerun_changed:
         shown = "\n".join(f"  - {cell.run_dir}" for cell in changed[:10])
@@ -1417,11 +1473,13 @@ def _launcher(ns: argparse.Namespace, bench: Benchmark, jobs: int) -> Launcher:
     return SubmititLauncher(ns.launcher, Path(ns.runs) / bench.name / "_submitit", jobs, bench.name, options)
 
 
-def _dry_run(bench: Benchmark, grid: list[Cell], states: dict[str, str]) -> int:
+def _dry_run(bench: Benchmark, grid: list[Cell], states: dict[str, str], csv_rows: dict[str, dict[str, str]]) -> int:
     for cell in grid:
         state = states[cell.id]
         command = run_command(cell) if state in (NEW, RESUME) else list(cell.command)
-        print(f"{cell.id}  [{state}; config {cell.config_hash}]\n    {shlex.join(command)}")
+        source = csv_rows.get(cell.id, {}).get(SHARED_COLUMN) if state == DONE_CSV else None
+        shown = f"{state}, shared from {source}" if source else state
+        print(f"{cell.id}  [{shown}; config {cell.config_hash}]\n    {shlex.join(command)}")
     counts = ", ".join(
         f"{sum(1 for s in states.values() if s == k)} {k}" for k in (DONE, DONE_CSV, RESUME, NEW, CHANGED)
     )

@@ -330,6 +330,28 @@ def test_cells_kept_in_the_csv_count_as_done_without_their_run_folders(tmp_path,
     assert (tmp_path / "results" / "leaderboard_small.md").read_bytes() == md
 
 
+def test_a_cell_another_leaderboard_ran_with_the_same_command_is_shared_not_trained(tmp_path, fake_fit, capsys):
+    assert run(tmp_path, small_config(tmp_path, seeds=[0])) == 0 and len(fake_fit()) == 2
+    other = small_config(tmp_path, name="other", models=["cam", "sbf"], seeds=[0], reference=None)
+    assert run(tmp_path, other, "--dry-run") == 0
+    assert "sbf__synthetic__seed0  [done (csv), shared from small;" in capsys.readouterr().out
+    assert run(tmp_path, other) == 0
+    assert [call[call.index("--model") + 1] for call in fake_fit()[2:]] == ["cam"]  # sbf's run is small's
+    rows = {row["cell"]: row for row in benchmark.read_csv(tmp_path / "results" / "leaderboard_other.csv")}
+    small_sbf = benchmark.read_csv(tmp_path / "results" / "leaderboard_small.csv")[0]
+    assert (
+        rows["sbf__synthetic__seed0"]["shared_from"] == "small" and rows["cam__synthetic__seed0"]["shared_from"] == ""
+    )
+    assert rows["sbf__synthetic__seed0"]["test/auc"] == small_sbf["test/auc"]
+    md = (tmp_path / "results" / "leaderboard_other.md").read_bytes()
+    assert b"same command (config hash): 1 from `small`." in md
+    shutil.rmtree(tmp_path / "runs")  # the committed CSV alone: nothing is trained again and the same bytes come out
+    assert run(tmp_path, other) == 0 and len(fake_fit()) == 3
+    assert (tmp_path / "results" / "leaderboard_other.md").read_bytes() == md
+    third = small_config(tmp_path, name="third", models=["sbf"], seeds=[0], reference=None)
+    assert run(tmp_path, third, "--no-shared") == 0 and len(fake_fit()) == 4
+
+
 # ------------------------------------------------------------------------------------------------ rendering
 def test_the_leaderboard_is_rendered_from_the_csv_with_mean_sd_ci_and_the_papers_numbers(tmp_path, fake_fit):
     path = small_config(tmp_path)
