@@ -1217,13 +1217,20 @@ class Progress:
     """The grid's progress: a live table (models × data, a mark per seed/fold) on a terminal, and on any output one
     line per finished cell."""
 
-    def __init__(self, bench: Benchmark, grid: list[Cell], states: dict[str, str], interactive: bool | None = None):
+    def __init__(
+        self,
+        bench: Benchmark,
+        grid: list[Cell],
+        states: dict[str, str],
+        interactive: bool | None = None,
+        to_run: int | None = None,
+    ):
         self.bench = bench
         self.grid = grid
         self.states = dict(states)
         self.total = len(grid)
         self.finished = 0
-        self.to_run = sum(1 for s in states.values() if s in (NEW, RESUME))
+        self.to_run = sum(1 for s in states.values() if s in (NEW, RESUME)) if to_run is None else to_run
         self.start = time.perf_counter()
         self._live = None
         self._console = None
@@ -1415,9 +1422,13 @@ def run_benchmark(argv: list[str]) -> int:
     todo = [cell for cell in grid if states[cell.id] in (NEW, RESUME) and (not ns.only or cell.model.label in ns.only)]
     jobs = ns.jobs or bench.jobs
     counts = {state: sum(1 for s in states.values() if s == state) for state in (DONE, DONE_CSV, RESUME, NEW)}
+    chosen = {state: sum(1 for cell in todo if states[cell.id] == state) for state in (RESUME, NEW)}
+    left = counts[RESUME] + counts[NEW] - len(todo)
     print(
-        f"benchmark {bench.name}: {len(grid)} cells; {counts[DONE] + counts[DONE_CSV]} done, {counts[RESUME]} to "
-        f"resume, {counts[NEW]} to run; "
+        f"benchmark {bench.name}: {len(grid)} cells; {counts[DONE] + counts[DONE_CSV]} done, {chosen[RESUME]} to "
+        f"resume, {chosen[NEW]} to run"
+        + (f" ({left} more outside --only)" if left else "")
+        + "; "
         + ("as one SLURM job array" if ns.launcher == "slurm" and ns.jobs is None else f"{jobs} at a time")
         + f" ({ns.launcher})",
         flush=True,
@@ -1428,7 +1439,7 @@ def run_benchmark(argv: list[str]) -> int:
         for cell in todo:
             write_record(cell, git)
         launcher = _launcher(ns, bench, jobs)
-        with Progress(bench, grid, states) as progress:
+        with Progress(bench, grid, states, to_run=len(todo)) as progress:
 
             def report(outcome: Outcome) -> None:
                 progress.finished_cell(outcome)

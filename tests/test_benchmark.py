@@ -524,6 +524,8 @@ def test_only_runs_the_named_models_and_the_leaderboard_keeps_every_finished_cel
     path = small_config(tmp_path)
     assert run(tmp_path, path, "--only", "gradcam") == 0
     assert {call[call.index("--config") + 1] for call in fake_fit()} == {GRADCAM}
+    out = capsys.readouterr().out
+    assert "0 done, 0 to resume, 2 to run (2 more outside --only)" in out and "[2/2] gradcam" in out
     assert run(tmp_path, path) == 0
     assert len(fake_fit()) == 4, "the second run trains only the cells the first left out"
     rows = list(csv.DictReader((tmp_path / "results" / "leaderboard_small.csv").open()))
