@@ -1039,13 +1039,16 @@ def _mean_sd(values: list[float], digits: int = 3) -> str:
 
 
 def _cell_text(rows: list[dict[str, str]], key: str) -> str:
-    if key == "train_seconds":
-        return _mean_sd(_values(rows, key), 0)
-    text = _mean_sd(_values(rows, key))
+    """mean ± sd of ``key`` over the rows that have it, with ``(n=k)`` when only k of the entry's n rows do (a cell
+    that ran before the metric existed, say), so the n column never overstates a value's cells."""
+    values = _values(rows, key)
+    text = _mean_sd(values, 0 if key == "train_seconds" else 3)
     if key in CI_METRICS and text != "–":
         low, high = _values(rows, f"{key}_ci_low"), _values(rows, f"{key}_ci_high")
         if low and high:
             text += f" [{statistics.fmean(low):.3f}, {statistics.fmean(high):.3f}]"
+    if values and len(values) < len(rows):
+        text += f" (n={len(values)})"
     return text
 
 

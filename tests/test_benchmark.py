@@ -390,6 +390,19 @@ def test_pointing_joins_the_main_table_and_expl_pointing_the_explanation_table(t
     assert "| model | n | auc | loc_error | seg_iou | mean_tiou | train s |" in before and "pointing |" not in before
 
 
+def test_a_metric_only_some_cells_have_shows_how_many(tmp_path, fake_fit):
+    path = small_config(tmp_path)  # sbf and gradcam, seeds 0 and 1
+    assert run(tmp_path, path) == 0
+    csv_path = tmp_path / "results" / "leaderboard_small.csv"
+    rows = benchmark.read_csv(csv_path)
+    rows[0]["test/loc_error"] = ""  # sbf seed 0 ran before the metric existed
+    benchmark.write_csv(csv_path, rows)
+    assert run(tmp_path, path, "--render-only") == 0
+    md = (tmp_path / "results" / "leaderboard_small.md").read_text()
+    assert "| sbf | 2 | 0.750 ± 0.071 [0.650, 0.850] | 0.900 (n=1) |" in md
+    assert "| gradcam | 2 | 0.650 ± 0.071 [0.550, 0.750] | 0.900 ± 0.000 |" in md
+
+
 COMMITTED = sorted(
     p.stem.removeprefix("leaderboard_") for p in (REPO / "benchmarks" / "results").glob("leaderboard_*.csv")
 )
