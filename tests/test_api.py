@@ -112,6 +112,7 @@ def _metric_inputs() -> dict[str, tuple[dict, tuple, str, float]]:
         "TopOneLocError": ({}, (mask, labels, labels, boxes), "", 0.0),
         "PointingGame": ({}, (mask, labels, mask, has_mask, boxes), "", 1.0),
         "SegmentationScores": ({}, (mask, mask, has_mask), "iou", 1.0),
+        "MapAveragePrecision": ({}, (mask, mask, has_mask), "", 1.0),
         "ThresholdAccuracy": ({}, (mask, mask, has_mask), "mean_tiou", 1.0),
         "ExplanationNCC": ({}, (mask, mask, has_mask), "ncc", 1.0),
         "MaskedImageComparison": ({}, (image, image, mask, has_mask), "ssim_out", 1.0),
