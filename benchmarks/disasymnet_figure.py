@@ -19,8 +19,6 @@ from typing import Any
 import torch
 
 from bilatcf.checkpoints import read_checkpoint
-from bilatcf.cli_checks import import_class
-from bilatcf.data.datamodule import BilateralDataModule
 from bilatcf.errors import ConfigError
 from bilatcf.metrics.callbacks import figure_sample
 from bilatcf.models.disasymnet import DisAsymNet
@@ -71,8 +69,7 @@ def main() -> None:
             f"{args.checkpoint} was trained without the decoder (decoder: false), so it reconstructs no normal image; "
             "use a run of configs/models/disasymnet.yaml or an ablation with decoder: true."
         )
-    data = info.data  # the data the model was trained on
-    datamodule = import_class(data["class_path"])(**data["init_args"]) if data else BilateralDataModule()
+    datamodule = info.datamodule()  # the data the model was trained on
     datamodule.setup(args.split if args.split == "test" else "fit")
     samples = select_samples(model, getattr(datamodule, f"{args.split}_dataloader")(), args.pairs)
     if not samples:

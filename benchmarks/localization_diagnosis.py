@@ -17,8 +17,6 @@ import statistics
 import torch
 
 from bilatcf.checkpoints import read_checkpoint
-from bilatcf.cli_checks import import_class
-from bilatcf.data.datamodule import BilateralDataModule
 from bilatcf.metrics.localization import box_iou, heatmap_to_box
 from bilatcf.registry import get_model_class
 
@@ -39,8 +37,7 @@ def main() -> None:
     info = read_checkpoint(args.checkpoint)  # a clear error for a file that is not a bilatcf checkpoint
     name = info.model_name
     model = get_model_class(name).load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
-    data = info.data  # the data the model was trained on (checkpoints from before it was recorded: the default)
-    datamodule = import_class(data["class_path"])(**data["init_args"]) if data else BilateralDataModule()
+    datamodule = info.datamodule()  # the data the model was trained on
     datamodule.setup("test")
     correct, hit, hit_malignant, areas, ious, predicted, peak_outside = [], [], [], [], [], [], []
     for batch in datamodule.test_dataloader():

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 import bilatcf.models  # noqa: F401  (registers the models)
 from bilatcf.checkpoints import read_checkpoint
-from bilatcf.cli_checks import import_class
 from bilatcf.data.datamodule import BilateralDataModule
 from bilatcf.metrics.localization import POINTING_TOLERANCE, annotated, pointing_hit
 from bilatcf.registry import get_model_class
@@ -63,8 +62,7 @@ def baselines(rows: list[tuple[torch.Tensor, torch.Tensor]], tolerance: float) -
 def model_pointing(checkpoint: str, tolerance: float) -> None:
     info = read_checkpoint(checkpoint)
     model = get_model_class(info.model_name).load_from_checkpoint(checkpoint, map_location="cpu").eval()
-    data = info.data
-    datamodule = import_class(data["class_path"])(**data["init_args"]) if data else BilateralDataModule()
+    datamodule = info.datamodule()  # the data the model was trained on
     datamodule.setup("test")
     hits: dict[str, list[float]] = {"predicted 1": [], "predicted 0": [], "malignant map, predicted 0": []}
     for batch in datamodule.test_dataloader():

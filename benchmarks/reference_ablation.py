@@ -29,8 +29,6 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 from bilatcf.checkpoints import read_checkpoint
-from bilatcf.cli_checks import import_class
-from bilatcf.data.datamodule import BilateralDataModule
 from bilatcf.data.types import BilateralBatch
 from bilatcf.registry import get_model_class
 
@@ -51,8 +49,7 @@ def aucs(checkpoint: str) -> tuple[str, dict[str, float], int]:
     """(model name, AUC per variant, number of scored test pairs) of one checkpoint on its own test split."""
     info = read_checkpoint(checkpoint)
     model = get_model_class(info.model_name).load_from_checkpoint(checkpoint, map_location="cpu").eval()
-    data = info.data
-    datamodule = import_class(data["class_path"])(**data["init_args"]) if data else BilateralDataModule()
+    datamodule = info.datamodule()  # the data the model was trained on
     datamodule.setup("test")
     scores: dict[str, list[torch.Tensor]] = {variant: [] for variant in VARIANTS}
     labels: list[torch.Tensor] = []

@@ -109,6 +109,16 @@ class CheckpointInfo:
         cls = get_model_class(self.model_name)
         return f"{cls.__module__}.{cls.__qualname__}"
 
+    def datamodule(self) -> Any:
+        """The DataModule the model was trained on, built from the recorded data config (the synthetic default for a
+        checkpoint from before the data was recorded)."""
+        from bilatcf.cli_checks import import_class
+        from bilatcf.data.datamodule import BilateralDataModule
+
+        if not self.data:
+            return BilateralDataModule()
+        return import_class(self.data["class_path"])(**(self.data.get("init_args") or {}))
+
     @property
     def run_dir(self) -> Path | None:
         """The run folder the file lies in (``<run dir>/checkpoints/<file>``), as the run's checkpoint callbacks name
