@@ -1343,6 +1343,23 @@ def build_parser() -> argparse.ArgumentParser:
         "and the leaderboard shows every finished cell",
     )
     parser.add_argument(
+        "--only-data",
+        "--only_data",
+        nargs="+",
+        metavar="LABEL",
+        default=None,
+        help="run only the cells of these data labels (as the table names them); combines with --only and --seeds",
+    )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        metavar="SEED",
+        default=None,
+        help="run only the cells of these seeds (some of the config's seeds, e.g. one seed of every model first); "
+        "combines with --only and --only-data",
+    )
+    parser.add_argument(
         "--rerun-changed",
         "--rerun_changed",
         action="store_true",
@@ -1393,6 +1410,31 @@ def run_benchmark(argv: list[str]) -> int:
                 f"--only {' '.join(unknown)}: no model entry of {bench.path} has this label; its labels are "
                 f"{', '.join(labels)}."
             )
+    if ns.only_data:
+        data_labels = [data.label for data in bench.data]
+        unknown = [label for label in ns.only_data if label not in data_labels]
+        if unknown:
+            raise ConfigError(
+                f"--only-data {' '.join(unknown)}: no data entry of {bench.path} has this label; its labels are "
+                f"{', '.join(data_labels)}."
+            )
+    if ns.seeds:
+        unknown_seeds = [seed for seed in ns.seeds if seed not in bench.seeds]
+        if unknown_seeds:
+            raise ConfigError(
+                f"--seeds {' '.join(map(str, unknown_seeds))}: {bench.path} has no such seed; its seeds are "
+                f"{', '.join(map(str, bench.seeds))}."
+            )
+    given = (("--only", ns.only), ("--only-data", ns.only_data), ("--seeds", ns.seeds))
+    filters = [flag for flag, value in given if value]
+
+    def selected(cell: Cell) -> bool:
+        return (
+            (not ns.only or cell.model.label in ns.only)
+            and (not ns.only_data or cell.data.label in ns.only_data)
+            and (not ns.seeds or cell.seed in ns.seeds)
+        )
+
     if ns.render_only:
         if not csv_path.is_file():
             raise ConfigError(
@@ -1409,7 +1451,7 @@ def run_benchmark(argv: list[str]) -> int:
     states = {cell.id: cell_state(cell, csv_rows) for cell in grid}
     if ns.dry_run:
         return _dry_run(bench, grid, states, csv_rows)
-    changed = [cell for cell in grid if states[cell.id] == CHANGED and (not ns.only or cell.model.label in ns.only)]
+    changed = [cell for cell in grid if states[cell.id] == CHANGED and selected(cell)]
     if changed and not ns.rerun_changed:
         shown = "\n".join(f"  - {cell.run_dir}" for cell in changed[:10])
         more = f"\n  ... and {len(changed) - 10} more" if len(changed) > 10 else ""
@@ -1422,7 +1464,7 @@ def run_benchmark(argv: list[str]) -> int:
         shutil.rmtree(cell.run_dir, ignore_errors=True)
         csv_rows.pop(cell.id, None)
         states[cell.id] = NEW
-    todo = [cell for cell in grid if states[cell.id] in (NEW, RESUME) and (not ns.only or cell.model.label in ns.only)]
+    todo = [cell for cell in grid if states[cell.id] in (NEW, RESUME) and selected(cell)]
     jobs = ns.jobs or bench.jobs
     counts = {state: sum(1 for s in states.values() if s == state) for state in (DONE, DONE_CSV, RESUME, NEW)}
     chosen = {state: sum(1 for cell in todo if states[cell.id] == state) for state in (RESUME, NEW)}
@@ -1430,7 +1472,7 @@ def run_benchmark(argv: list[str]) -> int:
     print(
         f"benchmark {bench.name}: {len(grid)} cells; {counts[DONE] + counts[DONE_CSV]} done, {chosen[RESUME]} to "
         f"resume, {chosen[NEW]} to run"
-        + (f" ({left} more outside --only)" if left else "")
+        + (f" ({left} more outside {' and '.join(filters)})" if left else "")
         + "; "
         + ("as one SLURM job array" if ns.launcher == "slurm" and ns.jobs is None else f"{jobs} at a time")
         + f" ({ns.launcher})",

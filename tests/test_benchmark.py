@@ -545,3 +545,28 @@ def test_only_runs_the_named_models_and_the_leaderboard_keeps_every_finished_cel
     assert sorted(row["label"] for row in rows) == ["gradcam", "gradcam", "sbf", "sbf"]
     assert run(tmp_path, path, "--only", "gap") == 2
     assert "--only gap: no model entry" in capsys.readouterr().err
+
+
+def test_seeds_runs_one_seed_of_every_model_first_and_combines_with_only(tmp_path, fake_fit, capsys):
+    path = small_config(tmp_path)
+    assert run(tmp_path, path, "--seeds", "1") == 0
+    assert {call[call.index("--seed_everything") + 1] for call in fake_fit()} == {"1"}
+    assert "0 done, 0 to resume, 2 to run (2 more outside --seeds)" in capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "results" / "leaderboard_small.csv").open()))
+    assert sorted((row["label"], row["seed"]) for row in rows) == [("gradcam", "1"), ("sbf", "1")]
+    assert run(tmp_path, path, "--seeds", "0", "--only", "sbf") == 0
+    assert len(fake_fit()) == 3
+    assert "2 done, 0 to resume, 1 to run (1 more outside --only and --seeds)" in capsys.readouterr().out
+    assert run(tmp_path, path, "--seeds", "2") == 2
+    err = capsys.readouterr().err
+    assert "--seeds 2: " in err and "its seeds are 0, 1." in err
+
+
+def test_only_data_runs_the_cells_of_the_named_data_entries(tmp_path, fake_fit, capsys):
+    path = small_config(tmp_path, data=["synthetic", {"label": "small", "args": ["--data.num_patients", 40]}])
+    assert run(tmp_path, path, "--only-data", "small", "--seeds", "0") == 0
+    calls = fake_fit()
+    assert len(calls) == 2 and all("--data.num_patients" in call for call in calls)
+    assert "2 to run (6 more outside --only-data and --seeds)" in capsys.readouterr().out
+    assert run(tmp_path, path, "--only-data", "inbreast") == 2
+    assert "--only-data inbreast: no data entry" in capsys.readouterr().err
