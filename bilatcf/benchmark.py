@@ -1402,31 +1402,28 @@ def run_benchmark(argv: list[str]) -> int:
     bench = load_config(ns.config, skip_missing=ns.skip_missing or ns.render_only)
     csv_path, md_path = results_paths(ns.results, bench.name)
     grid = cells(bench, ns.runs)
-    if ns.only:
-        labels = [model.label for model in bench.models]
-        unknown = [label for label in ns.only if label not in labels]
+    given = (  # the grid filters: flag, its values, the values the config has, what an unknown value is
+        (
+            "--only",
+            ns.only,
+            [model.label for model in bench.models],
+            "no model entry of {} has this label; its labels are",
+        ),
+        (
+            "--only-data",
+            ns.only_data,
+            [data.label for data in bench.data],
+            "no data entry of {} has this label; its labels are",
+        ),
+        ("--seeds", ns.seeds, list(bench.seeds), "{} has no such seed; its seeds are"),
+    )
+    for flag, values, choices, problem in given:
+        unknown = [str(value) for value in values or () if value not in choices]
         if unknown:
             raise ConfigError(
-                f"--only {' '.join(unknown)}: no model entry of {bench.path} has this label; its labels are "
-                f"{', '.join(labels)}."
+                f"{flag} {' '.join(unknown)}: {problem.format(bench.path)} {', '.join(map(str, choices))}."
             )
-    if ns.only_data:
-        data_labels = [data.label for data in bench.data]
-        unknown = [label for label in ns.only_data if label not in data_labels]
-        if unknown:
-            raise ConfigError(
-                f"--only-data {' '.join(unknown)}: no data entry of {bench.path} has this label; its labels are "
-                f"{', '.join(data_labels)}."
-            )
-    if ns.seeds:
-        unknown_seeds = [seed for seed in ns.seeds if seed not in bench.seeds]
-        if unknown_seeds:
-            raise ConfigError(
-                f"--seeds {' '.join(map(str, unknown_seeds))}: {bench.path} has no such seed; its seeds are "
-                f"{', '.join(map(str, bench.seeds))}."
-            )
-    given = (("--only", ns.only), ("--only-data", ns.only_data), ("--seeds", ns.seeds))
-    filters = [flag for flag, value in given if value]
+    filters = [flag for flag, values, _, _ in given if values]
 
     def selected(cell: Cell) -> bool:
         return (
