@@ -1402,35 +1402,23 @@ def run_benchmark(argv: list[str]) -> int:
     bench = load_config(ns.config, skip_missing=ns.skip_missing or ns.render_only)
     csv_path, md_path = results_paths(ns.results, bench.name)
     grid = cells(bench, ns.runs)
-    given = (  # the grid filters: flag, its values, the values the config has, what an unknown value is
-        (
-            "--only",
-            ns.only,
-            [model.label for model in bench.models],
-            "no model entry of {} has this label; its labels are",
-        ),
-        (
-            "--only-data",
-            ns.only_data,
-            [data.label for data in bench.data],
-            "no data entry of {} has this label; its labels are",
-        ),
-        ("--seeds", ns.seeds, list(bench.seeds), "{} has no such seed; its seeds are"),
-    )
-    for flag, values, choices, problem in given:
-        unknown = [str(value) for value in values or () if value not in choices]
+    filters = (  # flag, its values, the cell's value it tests, the config's values, what an unknown value is
+        ("--only", ns.only, lambda cell: cell.model.label, [model.label for model in bench.models],
+         "no model entry of {} has this label; its labels are"),
+        ("--only-data", ns.only_data, lambda cell: cell.data.label, [data.label for data in bench.data],
+         "no data entry of {} has this label; its labels are"),
+        ("--seeds", ns.seeds, lambda cell: cell.seed, list(bench.seeds), "{} has no such seed; its seeds are"),
+    )  # fmt: skip
+    filters = tuple(entry for entry in filters if entry[1])  # the filters given
+    for flag, values, _, choices, problem in filters:
+        unknown = [str(value) for value in values if value not in choices]
         if unknown:
             raise ConfigError(
                 f"{flag} {' '.join(unknown)}: {problem.format(bench.path)} {', '.join(map(str, choices))}."
             )
-    filters = [flag for flag, values, _, _ in given if values]
 
     def selected(cell: Cell) -> bool:
-        return (
-            (not ns.only or cell.model.label in ns.only)
-            and (not ns.only_data or cell.data.label in ns.only_data)
-            and (not ns.seeds or cell.seed in ns.seeds)
-        )
+        return all(key(cell) in values for _, values, key, _, _ in filters)
 
     if ns.render_only:
         if not csv_path.is_file():
@@ -1469,7 +1457,7 @@ def run_benchmark(argv: list[str]) -> int:
     print(
         f"benchmark {bench.name}: {len(grid)} cells; {counts[DONE] + counts[DONE_CSV]} done, {chosen[RESUME]} to "
         f"resume, {chosen[NEW]} to run"
-        + (f" ({left} more outside {' and '.join(filters)})" if left else "")
+        + (f" ({left} more outside {' and '.join(entry[0] for entry in filters)})" if left else "")
         + "; "
         + ("as one SLURM job array" if ns.launcher == "slurm" and ns.jobs is None else f"{jobs} at a time")
         + f" ({ns.launcher})",
