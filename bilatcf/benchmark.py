@@ -917,8 +917,34 @@ def results_paths(results: str | os.PathLike, name: str) -> tuple[Path, Path]:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
+    """A leaderboard CSV's rows, checked: every row names its cell, and a metric column (``test/*``, the timings)
+    holds a number or nothing (what the runner writes), so a hand edit can never pass for a missing value."""
     with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is not None and "cell" not in reader.fieldnames:
+            raise ConfigError(
+                f"{path}: the header has no `cell` column, so this is not a leaderboard CSV the runner wrote; "
+                "move it out of the results folder, or delete it to run its cells again."
+            )
+        rows = list(reader)
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        for key, value in row.items():
+            numeric = key is not None and (key.startswith("test/") or key in ("train_seconds", "pairs_per_second"))
+            if key is None or (numeric and value not in ("", None) and not _parses(value)):
+                what = "more fields than the header" if key is None else f"`{key}` holds {value!r}, not a number"
+                raise ConfigError(
+                    f"{path}, line {line} (cell {row.get('cell') or '?'}): {what}. Restore the value the run "
+                    "wrote (its metrics.json), leave it empty, or delete the row to run the cell again."
+                )
+    return rows
+
+
+def _parses(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def cell_row(cell: Cell) -> dict[str, str] | None:
@@ -968,8 +994,9 @@ def shared_rows(
             continue
         try:
             rows = read_csv(path)
-        except (OSError, UnicodeDecodeError, csv.Error):
-            continue  # not a leaderboard this runner wrote: nothing to share
+        except (OSError, UnicodeDecodeError, csv.Error, ConfigError) as exc:
+            print(f"not shared from {path.name}: {one_line(exc)[:300]}")  # not a CSV this runner wrote: skip it
+            continue
         for row in rows:
             cell = wanted.get(row.get("config_hash") or "")
             if cell is not None and cell.id not in found:

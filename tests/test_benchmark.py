@@ -403,6 +403,31 @@ def test_a_metric_only_some_cells_have_shows_how_many(tmp_path, fake_fit):
     assert "| gradcam | 2 | 0.650 ± 0.071 [0.550, 0.750] | 0.900 ± 0.000 |" in md
 
 
+def test_a_hand_edited_value_in_the_csv_is_refused_with_its_line_and_column(tmp_path, fake_fit, capsys):
+    path = small_config(tmp_path)
+    assert run(tmp_path, path) == 0
+    csv_path = tmp_path / "results" / "leaderboard_small.csv"
+    good = csv_path.read_bytes()
+    rows = benchmark.read_csv(csv_path)
+    rows[1]["test/auc"] = "0.8O"  # a typo: a letter O
+    benchmark.write_csv(csv_path, rows)
+    broken = csv_path.read_bytes()
+    md = (tmp_path / "results" / "leaderboard_small.md").read_bytes()
+    for extra in ((), ("--render-only",)):
+        assert run(tmp_path, path, *extra) == 2
+        err = capsys.readouterr().err
+        assert f"{csv_path}, line 3 (cell {rows[1]['cell']}): `test/auc` holds '0.8O', not a number" in err
+        assert "delete the row to run the cell again" in err
+        assert csv_path.read_bytes() == broken and (tmp_path / "results" / "leaderboard_small.md").read_bytes() == md
+    lines = good.decode().splitlines(keepends=True)
+    csv_path.write_text("".join([lines[0], lines[1].rstrip("\n") + ",1\n", *lines[2:]]))  # one field too many
+    assert run(tmp_path, path, "--render-only") == 2 and "more fields than the header" in capsys.readouterr().err
+    other = small_config(tmp_path, name="other", models=["sbf"], seeds=[0], reference=None)
+    assert run(tmp_path, other, "--dry-run") == 0  # another leaderboard's broken CSV is not shared from, and said so
+    out = capsys.readouterr().out
+    assert "not shared from leaderboard_small.csv: " in out and "shared from small" not in out
+
+
 COMMITTED = sorted(
     p.stem.removeprefix("leaderboard_") for p in (REPO / "benchmarks" / "results").glob("leaderboard_*.csv")
 )
